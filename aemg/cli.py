@@ -1,0 +1,148 @@
+"""The ``aemg`` command: one sub-command per stage, each a thin call into a Prefect flow.
+
+Failures print one line (dataset, file, reason, fix) and exit non-zero; ``AEMG_DEBUG=1``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aemg.errors import AemgError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+datasets_app = typer.Typer(help="List registered datasets, or add one from a YAML spec.")
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+
+ParamsOpt = Annotated[str, typer.Option("--params", help="parameters file")]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="harmonized store (default data/harmonized.zarr)")]
+TokensOpt = Annotated[str | None, typer.Option("--tokens", help="token store (default data/tokens.zarr)")]
+MirrorOpt = Annotated[str | None, typer.Option("--mirror", envvar="AEMG_MIRROR", help="mirror URL replacing every origin")]
+DaskOpt = Annotated[
+    str | None, typer.Option("--dask-address", envvar="AEMG_DASK_ADDRESS", help="scheduler address; 'sync' = no Dask")
+]
+IdsArg = Annotated[list[str] | None, typer.Argument(help="dataset ids (default: params.yaml)")]
+
+
+def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run a flow; turn any failure into one line on stderr and exit code 1."""
+    try:
+        return fn(**kwargs)
+    except (AemgError, ValueError, OSError) as exc:
+        if os.environ.get("AEMG_DEBUG"):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"aemg: error: {reason}", file=sys.stderr)
+        raise typer.Exit(1) from None
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    for name, summary in results.items():
+        console.print(f"[bold]{name}[/bold]: {json.dumps(summary, default=str)}")
+
+
+@datasets_app.callback(invoke_without_command=True)
+def datasets(ctx: typer.Context, raw: Annotated[str, typer.Option(help="raw data folder")] = "data/raw") -> None:
+    """Table of the registry: what each dataset is and whether it is cached here."""
+    if ctx.invoked_subcommand:
+        return
+    from aemg.datasets.table import registry_rows
+
+    rows = _run(registry_rows, raw_dir=Path(raw))
+    table = Table(title="aemg datasets")
+    for col in rows[0]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
+@datasets_app.command("add")
+def datasets_add(spec: Path, emit: Annotated[bool, typer.Option(help="emit aemg.dataset.added")] = True) -> None:
+    """Validate a YAML spec, copy it into datasets.d/ and announce it to Prefect."""
+    from aemg.datasets.add import add_spec
+
+    target = _run(add_spec, path=spec, emit=emit)
+    console.print(f"added {target}")
+
+
+@app.command()
+def download(ids: IdsArg = None, params: ParamsOpt = "params.yaml", mirror: MirrorOpt = None) -> None:
+    """Download datasets, verifying every file's sha256."""
+    from aemg.flows.harmonize import download_flow
+
+    _print_summary(_run(download_flow, datasets=ids, params_path=params, mirror=mirror))
+
+
+@app.command()
+def harmonize(
+    ids: IdsArg = None,
+    params: ParamsOpt = "params.yaml",
+    store: StoreOpt = None,
+    mirror: MirrorOpt = None,
+    dask_address: DaskOpt = None,
+    only_changed: Annotated[bool, typer.Option(help="skip datasets whose files and params are unchanged")] = False,
+) -> None:
+    """Download and harmonize datasets into the harmonized Zarr store."""
+    from aemg.flows.harmonize import harmonize_flow
+
+    _print_summary(
+        _run(harmonize_flow, datasets=ids, params_path=params, store=store, mirror=mirror,
+             dask_address=dask_address, only_changed=only_changed)
+    )
+
+
+@app.command()
+def tokenize(
+    ids: IdsArg = None,
+    params: ParamsOpt = "params.yaml",
+    store: StoreOpt = None,
+    tokens: TokensOpt = None,
+    dask_address: DaskOpt = None,
+) -> None:
+    """Cut harmonized recordings into contraction-event tokens (token store)."""
+    from aemg.flows.tokenize import tokenize_flow
+
+    _print_summary(_run(tokenize_flow, datasets=ids, params_path=params, store=store, tokens=tokens, dask_address=dask_address))
+
+
+@app.command()
+def pretrain(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None, resume: bool = False) -> None:
+    """Pre-train the VQ codebook and the masked-token Transformer (one model per held-out dataset)."""
+    from aemg.flows.pretrain import pretrain_flow
+
+    _print_summary(_run(pretrain_flow, params_path=params, tokens=tokens, resume=resume))
+
+
+@app.command()
+def evaluate(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None) -> None:
+    """Leave-one-subject-out evaluation of the pre-trained model against baselines."""
+    from aemg.flows.evaluate import evaluate_flow
+
+    result = _run(evaluate_flow, params_path=params, tokens=tokens)
+    console.print(result["table"])
+
+
+@app.command("run")
+def run_all(
+    params: ParamsOpt = "params.yaml", mirror: MirrorOpt = None, dask_address: DaskOpt = None
+) -> None:
+    """All stages: harmonize, tokenize, pretrain, evaluate."""
+    from aemg.flows.pipeline import pipeline_flow
+
+    result = _run(pipeline_flow, params_path=params, mirror=mirror, dask_address=dask_address)
+    console.print(result["table"])
+
+
+if __name__ == "__main__":
+    app()

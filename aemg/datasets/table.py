@@ -1,0 +1,38 @@
+"""The registry as rows, for ``aemg datasets`` and the README's dataset table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aemg.datasets.registry import all_specs
+
+
+def registry_rows(raw_dir: Path = Path("data/raw")) -> list[dict[str, str]]:
+    rows = []
+    for spec in all_specs().values():
+        data = spec.data_files()
+        cached = sum((raw_dir / spec.id / f).exists() for f in data)
+        gestures = sorted({name for name in spec.gestures.values() if name != "unlabelled"})
+        rows.append(
+            {
+                "id": spec.id,
+                "title": spec.title,
+                "device": spec.device,
+                "channels": str(spec.n_chans),
+                "sfreq": f"{spec.sfreq:g}",
+                "subjects": str(spec.n_subjects),
+                "gestures": str(len(gestures)),
+                "licence": spec.licence,
+                "access": spec.access,
+                "cached": f"{cached}/{len(data)}",
+            }
+        )
+    return rows
+
+
+def markdown_table(raw_dir: Path = Path("data/raw")) -> str:
+    """The README's table: generated from the registry so the two never drift."""
+    rows = [{k: v for k, v in r.items() if k != "cached"} for r in registry_rows(raw_dir)]
+    header = "| " + " | ".join(rows[0]) + " |"
+    rule = "|" + "---|" * len(rows[0])
+    return "\n".join([header, rule, *("| " + " | ".join(r.values()) + " |" for r in rows)])

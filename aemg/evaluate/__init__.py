@@ -1,0 +1,1 @@
+"""Leave-one-subject-out evaluation: splitters, trial features, methods and scoring kept apart."""

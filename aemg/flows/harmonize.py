@@ -1,0 +1,67 @@
+"""Flows ``download`` and ``harmonize``: verified files in, one harmonized store out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+from aemg.datasets.download import download
+from aemg.datasets.registry import all_specs, get_spec
+from aemg.flows.common import resolve, run_per_dataset
+from aemg.flows.dask_map import MapFn, dask_map
+from aemg.harmonize.dataset import select_files
+from aemg.harmonize.stage import harmonize_one
+
+
+@task(retries=2, retry_delay_seconds=2)
+def download_task(dataset_id: str, raw: Path, mirror: str | None, subjects: dict[str, list[str]]) -> str:
+    """Fetch a dataset, or only the files of the subjects ``params.yaml`` selects."""
+    spec = get_spec(dataset_id)
+    wanted = None
+    if subjects.get(dataset_id):  # a slice still needs the dataset's side files (maps, metadata)
+        wanted = select_files(spec, subjects[dataset_id]) + [f for f in spec.files if spec.match(f) is None]
+    return str(download(spec, raw, mirror=mirror, files=wanted))
+
+
+@task
+def harmonize_task(
+    dataset_id: str, raw: Path, store: Path, params: dict[str, Any], map_fn: MapFn, only_changed: bool
+) -> dict[str, Any]:
+    spec = get_spec(dataset_id)
+    subjects = params["subjects"].get(dataset_id)
+    return harmonize_one(spec, raw / spec.id, store, params["harmonize"], subjects, map_fn, only_changed)
+
+
+@flow(name="download")
+def download_flow(
+    datasets: list[str] | None = None, params_path: str | None = None, raw: str | None = None, mirror: str | None = None
+) -> dict[str, str]:
+    params, paths = resolve(params_path, {"raw": raw})
+    return run_per_dataset(download_task, datasets or params["datasets"], paths["raw"], mirror, params["subjects"])
+
+
+@flow(name="harmonize")
+def harmonize_flow(
+    datasets: list[str] | None = None,
+    params_path: str | None = None,
+    store: str | None = None,
+    raw: str | None = None,
+    mirror: str | None = None,
+    dask_address: str | None = None,
+    only_changed: bool = False,
+    all_registered: bool = False,
+) -> dict[str, Any]:
+    """Download (verified) and harmonize each dataset; one bad dataset fails alone.
+
+    The scheduled deployment sets ``only_changed`` and ``all_registered``: every registered
+    dataset (``datasets.d/`` included) is checked, and only new or changed ones are rebuilt.
+    """
+    params, paths = resolve(params_path, {"harmonized": store, "raw": raw})
+    datasets = datasets or params["datasets"]
+    if all_registered:
+        datasets = sorted(set(datasets) | set(all_specs()))
+    run_per_dataset(download_task, datasets, paths["raw"], mirror, params["subjects"])
+    with dask_map(dask_address) as map_fn:
+        return run_per_dataset(harmonize_task, datasets, paths["raw"], paths["harmonized"], params, map_fn, only_changed)

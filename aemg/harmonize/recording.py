@@ -1,0 +1,97 @@
+"""Harmonize one file: read, check, convert units, resample, filter, flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aemg.datasets.spec import DatasetSpec
+from aemg.errors import DatasetError
+from aemg.harmonize import signal as sig
+from aemg.harmonize.readers import READERS
+from aemg.vocabulary import GESTURES
+
+
+@dataclass
+class HarmonizedRecording:
+    relpath: str
+    subject: str
+    session: str
+    repetition: int
+    emg: np.ndarray  # float32 (n_times, n_chans) at the target rate
+    gesture: np.ndarray  # int16 shared vocabulary codes
+    quality: np.ndarray  # uint8 (n_chans,) bit mask, see signal.QUALITY_FLAGS
+    native_n_times: int
+
+
+def map_gestures(spec: DatasetSpec, native: np.ndarray, relpath: str) -> np.ndarray:
+    """Native label codes to shared codes; a code the spec does not know is an error."""
+    codes = np.unique(native)
+    unknown = [int(c) for c in codes if int(c) not in spec.gestures]
+    if unknown:
+        raise DatasetError(
+            spec.id,
+            f"unknown gesture code(s) {unknown}; the spec maps {sorted(spec.gestures)}",
+            file=relpath,
+            fix="add the code to the spec's 'gestures' map",
+        )
+    lut = {code: GESTURES[name] for code, name in spec.gestures.items()}
+    out = np.empty(native.shape, dtype=np.int16)
+    for code in codes:
+        out[native == code] = lut[int(code)]
+    return out
+
+
+def harmonize_file(spec: DatasetSpec, root: Path, relpath: str, hp: dict[str, Any]) -> HarmonizedRecording:
+    fields = spec.match(relpath)
+    if fields is None:
+        raise DatasetError(spec.id, "file name does not match the spec's pattern", file=relpath)
+    path = root / relpath
+    if not path.exists():
+        raise DatasetError(spec.id, "file missing; run `aemg download` first", file=relpath)
+    if path.stat().st_size == 0:
+        raise DatasetError(spec.id, "empty file", file=relpath)
+    raw = READERS[spec.format](path, spec, fields, relpath)
+    n_times, n_chans = raw.emg.shape
+    if n_times == 0:
+        raise DatasetError(spec.id, "no samples", file=relpath)
+    if n_chans != spec.n_chans:
+        raise DatasetError(spec.id, f"{n_chans=} but the spec lists {spec.n_chans} channels", file=relpath)
+    if raw.labels.shape != (n_times,):
+        raise DatasetError(
+            spec.id, f"label length {raw.labels.shape[0]} does not match signal length {n_times}", file=relpath
+        )
+    finite = np.isfinite(raw.emg)
+    nonfinite = ~finite.all(axis=0)
+    if nonfinite.any():
+        if hp["nan_policy"] == "raise":
+            bad = [spec.ch_names[i] for i in np.flatnonzero(nonfinite)]
+            raise DatasetError(
+                spec.id, f"NaN/Inf samples in channels {bad}", file=relpath,
+                fix="set harmonize.nan_policy: flag to zero-fill and flag them",
+            )
+        raw.emg = np.where(finite, raw.emg, 0.0)
+    quality = sig.quality_mask(raw.emg, spec.reader_options.get("valid_range"), nonfinite)
+    gesture_native = map_gestures(spec, raw.labels, relpath)
+    emg = raw.emg * (spec.scale_to_volts or 1.0)
+    target = float(hp["sfreq"])
+    if spec.signal == "emg":
+        emg = emg - emg.mean(axis=0)
+    emg = sig.resample(emg, raw.sfreq, target)
+    if spec.signal == "emg":
+        emg = sig.condition(emg, target, tuple(hp["bandpass"]), int(hp["filter_order"]), hp["notch_hz"], float(hp["notch_q"]))
+    gesture = sig.resample_labels(gesture_native, raw.sfreq, target, len(emg))
+    return HarmonizedRecording(
+        relpath=relpath,
+        subject=fields["subject"],
+        session=fields.get("session", ""),
+        repetition=int(fields.get("repetition", fields.get("index", 0)) or 0)
+        // int(spec.reader_options.get("gesture_from_index_modulo", 1)),
+        emg=emg.astype(np.float32),
+        gesture=gesture.astype(np.int16),
+        quality=quality,
+        native_n_times=n_times,
+    )

@@ -1,0 +1,54 @@
+"""The harmonize stage for one dataset: download check, harmonize, publish, summarise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from aemg.datasets.download import sha256_of
+from aemg.datasets.spec import DatasetSpec
+from aemg.harmonize.dataset import MapFn, harmonize_dataset, select_files, validate_group
+from aemg.params import params_hash
+from aemg.store import list_groups, open_group, publish_group
+
+
+def is_current(store: Path, spec: DatasetSpec, raw_root: Path, hp: dict[str, Any], subjects: list[str] | None) -> bool:
+    """True when the stored group was built from the same files (by hash) and parameters."""
+    if spec.id not in list_groups(store):
+        return False
+    ds = open_group(store, spec.id)
+    files = select_files(spec, subjects)
+    stored = dict(zip(ds["source_file"].values.astype(object), ds["source_sha256"].values.astype(object), strict=True))
+    if ds.attrs.get("params_hash") != params_hash(hp) or set(stored) != set(files):
+        return False
+    return all((raw_root / f).exists() and sha256_of(raw_root / f) == stored[f] for f in files)
+
+
+def summarize(ds: xr.Dataset) -> dict[str, Any]:
+    flagged = int((ds["quality"].values > 0).sum())
+    return {
+        "dataset": ds.attrs["dataset"],
+        "subjects": len(set(ds["subject"].values.astype(object))),
+        "recordings": int(ds.sizes["recording"]),
+        "channels": int(ds.sizes["channel"]),
+        "hours": round(ds.sizes["sample"] / ds.attrs["sfreq"] / 3600, 3),
+        "flagged_channel_recordings": flagged,
+    }
+
+
+def harmonize_one(
+    spec: DatasetSpec,
+    raw_root: Path,
+    store: Path,
+    hp: dict[str, Any],
+    subjects: list[str] | None = None,
+    map_fn: MapFn = map,
+    only_changed: bool = False,
+) -> dict[str, Any]:
+    if only_changed and is_current(store, spec, raw_root, hp, subjects):
+        return {**summarize(open_group(store, spec.id)), "action": "unchanged"}
+    ds = harmonize_dataset(spec, raw_root, hp, subjects, map_fn)
+    publish_group(store, spec.id, ds, validate=validate_group, encoding={"emg": {"chunks": (int(hp["chunk_samples"]), ds.sizes["channel"])}})
+    return {**summarize(ds), "action": "harmonized"}

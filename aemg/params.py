@@ -1,0 +1,98 @@
+"""Pipeline parameters: embedded defaults, overridden section by section by ``params.yaml``.
+
+DVC tracks the sections of ``params.yaml`` each stage reads, so a value lives in exactly one
+place. Unknown keys fail loudly: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aemg.errors import AemgError
+
+DEFAULTS: dict[str, Any] = {
+    "datasets": ["uci-emg-gestures", "myo-armband-cote-allard", "flexemg", "unibo-inail"],
+    "subjects": {},
+    "paths": {
+        "raw": "data/raw",
+        "harmonized": "data/harmonized.zarr",
+        "tokens": "data/tokens.zarr",
+        "models": "models",
+        "metrics": "metrics",
+        "reports": "reports",
+    },
+    "harmonize": {
+        "sfreq": 200.0,
+        "bandpass": [10.0, 95.0],
+        "filter_order": 4,
+        "notch_hz": 50.0,
+        "notch_q": 30.0,
+        "nan_policy": "raise",
+        "chunk_samples": 262144,
+    },
+    "schedule": {"harmonize_cron": "0 3 * * *"},
+    "tokenize": {
+        "detector": "aemg_energy",
+        "window_s": 0.25,
+        "stride_s": 0.05,
+        "baseline_fraction": 0.1,
+        "threshold_std": 0.5,
+        "token_len": 50,
+        "max_order": 15,
+        "max_tokens_per_sentence": 256,
+        "min_gap_s": 0.0,
+        "recordings_per_task": 64,
+    },
+    "pretrain": {
+        "preset": "cpu-small",
+        "overrides": {},
+        "exclude_datasets": [],
+        "heldout_fraction": 0.2,
+        "seed": 0,
+    },
+    "evaluate": {
+        "datasets": ["myo-armband-cote-allard", "uci-emg-gestures", "unibo-inail", "flexemg"],
+        "methods": ["lda", "aemg_probe"],
+        "min_subjects": 3,
+        "seed": 0,
+    },
+}
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in base:
+            raise AemgError(f"{where}: unknown parameter {key!r}; valid: {', '.join(base)}")
+        if isinstance(base[key], dict) and base[key] and isinstance(value, Mapping):
+            out[key] = _merge(base[key], value, f"{where}.{key}")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_params(path: Path | str | None = None) -> dict[str, Any]:
+    """Defaults merged with ``path`` (default ``params.yaml`` when it exists)."""
+    path = Path("params.yaml") if path is None else Path(path)
+    if not path.exists():
+        return copy.deepcopy(DEFAULTS)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise AemgError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, Mapping):
+        raise AemgError(f"{path}: must be a YAML mapping of sections")
+    return _merge(DEFAULTS, data, str(path))
+
+
+def params_hash(section: Mapping[str, Any]) -> str:
+    """Stable short hash of a parameter section, recorded in store attributes."""
+    blob = json.dumps(section, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

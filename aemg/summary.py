@@ -1,0 +1,29 @@
+"""What ``make demo`` prints last: where everything is, and the LOSO table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from aemg.evaluate.loso import format_table
+from aemg.params import load_params
+
+
+def main(params_path: str = "params.yaml") -> int:
+    paths = {k: Path(v) for k, v in load_params(params_path)["paths"].items()}
+    loso = paths["metrics"] / "loso.json"
+    if not loso.exists():
+        print(f"no {loso}: run `dvc repro` (or `aemg run`) first", file=sys.stderr)
+        return 1
+    print(f"harmonized store : {paths['harmonized']}  (xarray.open_datatree(path, engine='zarr'))")
+    print(f"token store      : {paths['tokens']}")
+    print(f"models           : {paths['models']}/<evaluated dataset>/ (vq.pt, mtm.pt, manifest.json)")
+    print(f"metrics          : {loso}, {paths['metrics'] / 'loso_scores.csv'}, {paths['metrics'] / 'pretrain.json'}")
+    print("\nLeave-one-subject-out accuracy (mean ± std over held-out subjects):")
+    print(format_table(json.loads(loso.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(*sys.argv[1:]))

@@ -1,0 +1,248 @@
+"""The ten per-window sEMG features behind muscle-state tokens.
+
+The muscle-state tokens paper ("From Continuous sEMG Signals to Discrete Muscle State Tokens",
+Sec. 3.2) clusters one ten-dimensional vector per channel and 50 ms window: RMS, ZC, SSC, WL,
+MAV, WAMP, AR coefficients, MNF, MDF and PSR. Ten values per channel leave room for exactly one
+AR coefficient, so the AR part is a first-order model; the paper names no estimator, we pin
+Burg's (librosa's ``lpc`` and therefore LibEMG's ``AR`` feature use it too).
+
+Definitions for one window ``x[0..W-1]`` (counts are raw counts per window, not rates):
+
+- ``rms``  sqrt(mean(x**2));  ``mav`` mean(|x|);  ``wl`` sum |x[n] - x[n-1]|.
+- ``zc``   #{n: x[n-1]*x[n] < 0 and |x[n] - x[n-1]| > zc_threshold}.
+- ``ssc``  #{n: (x[n] - x[n-1]) * (x[n] - x[n+1]) > ssc_threshold}  (threshold in squared units).
+- ``wamp`` #{n: |x[n] - x[n-1]| > wamp_threshold}  (absolute, in the signal's units).
+- ``ar1``  a1 of A(z) = 1 + a1 z^-1 (librosa/LibEMG sign), Burg:
+  a1 = -2 sum x[n]x[n-1] / sum (x[n]**2 + x[n-1]**2), n = 1..W-1; 0 for an all-zero window.
+- ``mnf``, ``mdf`` mean and median frequency (Hz) of the one-sided periodogram with the window
+  mean removed, i.e. ``scipy.signal.periodogram(x, fs, detrend="constant")``. For the median,
+  bin k's power is spread evenly over [f_k - df/2, f_k + df/2] and the cumulative power is
+  interpolated to one half, so MDF is not quantised to the bin spacing df = fs/W (20 Hz for
+  50 ms windows) and a pure tone at f_k has MDF = f_k.
+- ``psr`` power spectrum ratio (Oskoei & Hu 2008, IEEE TBME 55(8):1956; as defined in
+  Phinyomark et al. 2012, Expert Syst. Appl. 39(8):7420): power within ``psr_halfwidth_hz`` of
+  the periodogram's peak frequency divided by total power.
+
+All thresholds are strict (``>``) and explicit. LibEMG differs in ways that silently change
+the features: its SSC counts ties (``>=``, so flat stretches count at threshold 0), its ZC has
+no threshold, its WAMP default (2e-3) is absolute, meaningful only for signals in volts, and its
+MNF/MDF assume ``fs=1000`` unless told otherwise. WAMP therefore has no default here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import signal
+
+FEATURE_NAMES: tuple[str, ...] = ("rms", "zc", "ssc", "wl", "mav", "wamp", "ar1", "mnf", "mdf", "psr")
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def bandpass(
+    x: np.ndarray, sfreq: float, low: float = 20.0, high: float = 450.0, order: int = 4
+) -> np.ndarray:
+    """Zero-phase Butterworth band-pass along axis 0 (time), as in the paper's preprocessing.
+
+    ``order`` is scipy's ``N``: ``N=4`` designs a band-pass of order 8 (4 per edge), applied
+    forward and backward, so the magnitude response is squared and there is no phase lag (a
+    token must not shift in time relative to the gesture label). ``high`` is clipped to 0.95 x
+    Nyquist because a recording at 200 Hz or 1 kHz cannot hold a 450 Hz edge; a band left empty
+    by the clipping is an error, not a silent no-op. Float input keeps its dtype.
+    """
+    if sfreq <= 0 or order < 1:
+        raise ValueError(f"bandpass needs sfreq > 0 and order >= 1, got {sfreq=}, {order=}")
+    nyquist_edge = 0.95 * sfreq / 2
+    high_eff = min(high, nyquist_edge)
+    if not 0 < low < high_eff:
+        raise ValueError(
+            f"empty pass band: {sfreq=}, {low=}, {high=} (high clipped to 0.95*Nyquist = "
+            f"{nyquist_edge:g} Hz); need 0 < low < high"
+        )
+    sos = signal.butter(order, [low, high_eff], btype="bandpass", fs=sfreq, output="sos")
+    y = signal.sosfiltfilt(sos, x, axis=0)
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    return y.astype(dtype, copy=False)
+
+
+class _Workspace:
+    """Buffers and constants reused by every chunk, so memory does not grow with the recording.
+
+    Window sums of per-sample quantities are built from sums over blocks of
+    ``gcd(window, stride)`` samples; blocks sit on a grid fixed by the recording, not by the
+    chunk, so every chunking gives bit-identical features.
+    """
+
+    def __init__(self, max_frames: int, n_chans: int, sfreq: float, window: int, stride: int,
+                 psr_halfwidth_hz: float) -> None:
+        self.window, self.stride, self.n_chans = window, stride, n_chans
+        self.block = math.gcd(window, stride)
+        self.blocks_per_stride = stride // self.block
+        self.blocks_per_window = window // self.block
+        max_len = (max_frames - 1) * stride + window
+        self.ones_block = np.ones(self.block, np.float32)
+        self.diff = np.empty((max_len + 1, n_chans), np.float32)
+        self.absdiff = np.empty((max_len, n_chans), np.float32)
+        self.prod = np.empty((max_len, n_chans), np.float32)
+        self.plane = np.empty((max_len, n_chans), np.float32)
+        self.plane2 = np.empty((max_len, n_chans), np.float32)
+        self.blocks = np.empty((max_len // self.block, n_chans), np.float32)
+        self.acc = np.empty((max_frames, n_chans), np.float32)
+
+        n_bins = window // 2 + 1
+        rows = max_frames * n_chans
+        self.n_bins = n_bins
+        self.bin_hz = sfreq / window
+        self.psr_half_bins = math.floor(psr_halfwidth_hz / self.bin_hz + 1e-9)
+        # Power spectra are kept bin-major, (n_bins, frames*chans), so every per-window
+        # reduction over bins runs vectorised across windows instead of row by short row.
+        self.spec = np.empty((max_frames, n_chans, n_bins), np.complex64)
+        self.power = np.empty((n_bins, rows), np.float32)
+        self.cum = np.empty((n_bins, rows), np.float32)
+        self.scratch = np.empty((n_bins, rows), np.float32)
+        self.freqs = (np.arange(n_bins) * self.bin_hz).astype(np.float32)
+        self.rank = np.arange(n_bins, 0, -1, dtype=np.float32)[:, None]  # n_bins - bin
+
+    def window_sum(self, plane: np.ndarray, n_frames: int) -> np.ndarray:
+        """Sum of a per-sample quantity over each window; valid until the next call."""
+        n_blocks = plane.shape[0] // self.block
+        blocks = np.matmul(self.ones_block, plane.reshape(n_blocks, self.block, self.n_chans),
+                           out=self.blocks[:n_blocks])
+        step, span = self.blocks_per_stride, (n_frames - 1) * self.blocks_per_stride + 1
+        acc = self.acc[:n_frames]
+        np.copyto(acc, blocks[0:span:step])
+        for j in range(1, self.blocks_per_window):
+            acc += blocks[j:j + span:step]
+        return acc
+
+    def time_features(self, ext: np.ndarray, n_frames: int, out: np.ndarray, zc_threshold: float,
+                      ssc_threshold: float, wamp_threshold: float) -> None:
+        """RMS, ZC, SSC, WL, MAV, WAMP, AR1 for ``n_frames`` windows of ``ext[1:-1]``.
+
+        ``ext`` holds one extra sample on each side (the neighbours of the chunk, or edge
+        copies at the ends of the recording). A quantity indexed by sample n that involves
+        x[n-1] is summed over the whole window and its value at the window start is subtracted;
+        SSC also drops the window end, which involves x[n+1].
+        """
+        w, s = self.window, self.stride
+        n = ext.shape[0] - 2
+        x, x_prev = ext[1:n + 1], ext[:n]
+        starts = slice(0, (n_frames - 1) * s + 1, s)
+        ends = slice(w - 1, w - 1 + (n_frames - 1) * s + 1, s)
+        diff = np.subtract(ext[1:], ext[:-1], out=self.diff[:n + 1])  # diff[i] = x[i] - x[i-1]
+        absdiff = np.abs(diff[:n], out=self.absdiff[:n])
+        prod = np.multiply(x, x_prev, out=self.prod[:n])
+        plane, plane2 = self.plane[:n], self.plane2[:n]
+
+        sum_sq = self.window_sum(np.square(x, out=plane), n_frames)
+        out[..., 0] = np.sqrt(sum_sq / w)
+        den = 2 * sum_sq - np.square(x[starts]) - np.square(x[ends])
+        num = self.window_sum(prod, n_frames) - prod[starts]
+        out[..., 6] = np.divide(-2 * num, den, out=np.zeros_like(den), where=den > 0)
+
+        np.less(prod, 0, out=plane)
+        if zc_threshold > 0:  # at 0 the sign change alone implies |x[n] - x[n-1]| > 0
+            plane *= np.greater(absdiff, zc_threshold, out=plane2)
+        out[..., 1] = self.window_sum(plane, n_frames) - plane[starts]
+
+        np.multiply(diff[:n], diff[1:], out=prod)  # (x[n]-x[n-1]) * (x[n+1]-x[n])
+        np.less(prod, -ssc_threshold, out=plane)
+        out[..., 2] = self.window_sum(plane, n_frames) - plane[starts] - plane[ends]
+
+        out[..., 3] = self.window_sum(absdiff, n_frames) - absdiff[starts]
+        out[..., 4] = self.window_sum(np.abs(x, out=plane), n_frames) / w
+
+        np.greater(absdiff, wamp_threshold, out=plane)
+        out[..., 5] = self.window_sum(plane, n_frames) - plane[starts]
+
+    def spectral_features(self, x: np.ndarray, n_frames: int, out: np.ndarray) -> None:
+        """MNF, MDF, PSR from one rFFT per window of ``x`` (the chunk's samples)."""
+        m, rows = self.n_bins, n_frames * self.n_chans
+        windows = sliding_window_view(x, self.window, axis=0)[::self.stride]
+        spec = np.fft.rfft(windows, axis=-1, out=self.spec[:n_frames])
+        power, cum, scratch = self.power[:, :rows], self.cum[:, :rows], self.scratch[:, :rows]
+        np.abs(spec.reshape(rows, m).T, out=power)
+        np.square(power, out=power)
+        power[0] = 0.0  # detrend="constant": the window mean only lives in the DC bin
+        if self.window % 2 == 0:
+            power[-1] *= 0.5  # the one-sided periodogram doubles every bin but DC and Nyquist
+        np.copyto(cum[0], power[0])
+        for j in range(1, m):  # sequential adds keep the cumulative power monotone
+            np.add(cum[j - 1], power[j], out=cum[j])
+        total = cum[-1]
+        ok = total > 0
+        half = 0.5 * total
+        cols = np.arange(rows)
+
+        # BLAS is avoided for these reductions: on a busy machine its threads stall small calls.
+        below = np.add.reduce(np.less(cum, half, out=scratch), axis=0)
+        k = np.clip(below.astype(np.intp), 1, m - 1)  # first bin with cum >= half
+        frac = np.divide(half - cum[k - 1, cols], power[k, cols], out=np.zeros_like(half),
+                         where=ok)
+        mdf = (k - 0.5 + np.clip(frac, 0.0, 1.0)) * self.bin_hz  # clip: rounding of cum only
+
+        np.equal(power, power.max(axis=0), out=scratch)
+        peak = m - np.multiply(scratch, self.rank, out=scratch).max(axis=0).astype(np.intp)
+        lo = np.maximum(peak - self.psr_half_bins, 0)
+        hi = np.minimum(peak + self.psr_half_bins, m - 1)
+        band = cum[hi, cols] - np.where(lo > 0, cum[lo - 1, cols], 0.0)
+
+        shape = (n_frames, self.n_chans)
+        mnf = np.einsum("j,jr->r", self.freqs, power)
+        out[..., 7] = np.divide(mnf, total, out=np.zeros_like(total), where=ok).reshape(shape)
+        out[..., 8] = np.where(ok, mdf, 0.0).reshape(shape)
+        out[..., 9] = np.divide(band, total, out=np.zeros_like(total), where=ok).reshape(shape)
+
+
+def window_features(
+    x: np.ndarray,
+    sfreq: float,
+    window: int,
+    stride: int,
+    *,
+    zc_threshold: float = 0.0,
+    ssc_threshold: float = 0.0,
+    wamp_threshold: float,
+    chunk_frames: int = 4096,
+    psr_halfwidth_hz: float = 20.0,
+) -> np.ndarray:
+    """Ten features per window and channel, shape ``(n_frames, n_chans, 10)``, float32.
+
+    ``x`` is ``(n_times, n_chans)``; frame i covers samples ``[i*stride, i*stride + window)``
+    and ``n_frames = 1 + (n_times - window) // stride`` (0 when ``n_times < window``). Features
+    follow ``FEATURE_NAMES``; their definitions and thresholds are in the module docstring.
+
+    Frames are processed ``chunk_frames`` at a time in preallocated buffers, so memory depends
+    on ``chunk_frames x n_chans x window``, not on the recording length, and the result does
+    not depend on ``chunk_frames``. ``wamp_threshold`` has no default because it is absolute:
+    a value that suits volts is meaningless for microvolts or normalised signals.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be (n_times, n_chans), got shape {x.shape}")
+    if window < 2 or stride < 1 or chunk_frames < 1 or sfreq <= 0:
+        raise ValueError(f"need window >= 2, stride >= 1, chunk_frames >= 1, sfreq > 0; got "
+                         f"{window=}, {stride=}, {chunk_frames=}, {sfreq=}")
+    if not min(zc_threshold, ssc_threshold, wamp_threshold, psr_halfwidth_hz) >= 0:
+        raise ValueError(f"thresholds must be >= 0, got {zc_threshold=}, {ssc_threshold=}, "
+                         f"{wamp_threshold=}, {psr_halfwidth_hz=}")
+    n_times, n_chans = x.shape
+    n_frames = 0 if n_times < window else 1 + (n_times - window) // stride
+    out = np.empty((n_frames, n_chans, N_FEATURES), np.float32)
+    if n_frames == 0 or n_chans == 0:
+        return out
+    ws = _Workspace(min(chunk_frames, n_frames), n_chans, sfreq, window, stride, psr_halfwidth_hz)
+    for f0 in range(0, n_frames, chunk_frames):
+        count = min(chunk_frames, n_frames - f0)
+        start, stop = f0 * stride, f0 * stride + (count - 1) * stride + window
+        ext = x[max(start - 1, 0):min(stop + 1, n_times)]
+        pad = (int(start == 0), int(stop == n_times))
+        if any(pad):
+            ext = np.pad(ext, (pad, (0, 0)), mode="edge")
+        ext = np.asarray(ext, dtype=np.float32)
+        chunk_out = out[f0:f0 + count]
+        ws.time_features(ext, count, chunk_out, zc_threshold, ssc_threshold, wamp_threshold)
+        ws.spectral_features(ext[1:-1], count, chunk_out)
+    return out

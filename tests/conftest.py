@@ -1,0 +1,84 @@
+"""Shared fixtures: a loopback mirror of ../shared/data, Prefect's test harness, slice params."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("AEMG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# A small real slice: three subjects of each dataset (LOSO needs three).
+SLICE_SUBJECTS = {
+    "uci-emg-gestures": ["01", "03", "04"],
+    "myo-armband-cote-allard": ["Female0", "Female1", "Male0"],
+    "flexemg": ["001", "002", "003"],
+    "unibo-inail": ["1", "2", "3"],
+}
+TINY_MODEL = {
+    "width": 32, "depth": 1, "heads": 2, "conv_channels": 8, "codebook_size": 32, "code_dim": 16,
+    "epochs_vq": 1, "epochs_mtm": 1, "batch_size": 1024,
+}
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:  # keep test output readable
+        pass
+
+
+def serve_directory(directory: Path) -> tuple[ThreadingHTTPServer, str]:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real datasets not found at {SHARED_DATA}; set AEMG_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def mirror(shared_data: Path) -> Iterator[str]:
+    """URL of a loopback HTTP mirror with exactly the layout of ../shared/data."""
+    server, url = serve_directory(shared_data)
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory (relative default paths land here)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AEMG_DATASETS_D", str(tmp_path / "datasets.d"))
+    return tmp_path
+
+
+def write_params(directory: Path, datasets: list[str], **sections: object) -> Path:
+    params = {
+        "datasets": datasets,
+        "subjects": {d: SLICE_SUBJECTS[d] for d in datasets if d in SLICE_SUBJECTS},
+        "pretrain": {"overrides": TINY_MODEL},
+        "evaluate": {"datasets": datasets},
+    }
+    params.update(sections)
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
