@@ -78,6 +78,11 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dic
     return out
 
 
+def with_overrides(overrides: Mapping[str, Any], where: str = "overrides") -> dict[str, Any]:
+    """The defaults with ``overrides`` merged in, checked like a params file."""
+    return _merge(DEFAULTS, overrides, where)
+
+
 def load_params(path: Path | str | None = None) -> dict[str, Any]:
     """Defaults merged with ``path`` (default ``params.yaml`` when it exists)."""
     path = Path("params.yaml") if path is None else Path(path)
@@ -89,7 +94,7 @@ def load_params(path: Path | str | None = None) -> dict[str, Any]:
         raise AemgError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(data, Mapping):
         raise AemgError(f"{path}: must be a YAML mapping of sections")
-    return _merge(DEFAULTS, data, str(path))
+    return with_overrides(data, str(path))
 
 
 def params_hash(section: Mapping[str, Any]) -> str:

@@ -1,52 +1,116 @@
 #!/usr/bin/env bash
 # Start/stop a local Prefect server (SQLite under $PREFECT_HOME) and serve aemg's deployments.
+#
+#   scripts/prefect-serve.sh start   # server on 127.0.0.1:$PREFECT_PORT (4200), then serve; returns when ready
+#   scripts/prefect-serve.sh stop    # stop serve (and its flow runs, Dask workers), then the server
+#   scripts/prefect-serve.sh status
+#
+# Flow runs execute in the repository root, as children of the serve process, with the caller's
+# environment: `AEMG_MIRROR=http://127.0.0.1:8765 make serve` makes every served run download from
+# that mirror. Logs and pid files: $PREFECT_HOME/{server,serve}.{log,pid}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PREFECT_PORT:-4200}"
 HOME_DIR="${PREFECT_HOME:-$(pwd)/.prefect}"
-BIN="$(pwd)/.venv/bin"
+BIN="${AEMG_VENV_BIN:-$(pwd)/.venv/bin}"
 API="http://127.0.0.1:${PORT}/api"
+START_TIMEOUT="${AEMG_SERVE_TIMEOUT:-120}"
 mkdir -p "$HOME_DIR"
-export PREFECT_HOME="$HOME_DIR" PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
+HOME_DIR="$(cd "$HOME_DIR" && pwd)"
+export PREFECT_HOME="$HOME_DIR" PREFECT_API_URL="$API"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1
+export PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT="$PORT"
+SERVER_PID="$HOME_DIR/server.pid"
+SERVE_PID="$HOME_DIR/serve.pid"
 
-wait_for() {  # wait_for SECONDS COMMAND...
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    (( SECONDS < deadline )) || return 1
-    sleep 1
+alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+healthy() { curl -sf -m 2 "$API/health" >/dev/null 2>&1; }
+
+descendants() {  # all descendants of pid $1, deepest last
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    echo "$child"
+    descendants "$child"
   done
 }
 
-stop_pid() {  # stop the process group whose leader's pid is in file $1
-  local file="$1"
+stop_tree() {  # stop_tree PIDFILE NAME: TERM the process group and every descendant, KILL what stays
+  local file="$1" name="$2" pid pids p deadline
   [[ -f "$file" ]] || return 0
-  local pid; pid=$(cat "$file")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    wait_for 20 bash -c "! kill -0 $pid" || kill -KILL -- "-$pid" 2>/dev/null || true
+  pid=$(cat "$file")
+  if alive "$pid"; then
+    # Collect the tree first: once the leader dies its children are re-parented and lost.
+    pids="$pid $(descendants "$pid" | tr '\n' ' ')"
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+    deadline=$((SECONDS + 20))
+    while (( SECONDS < deadline )); do
+      local left=""
+      for p in $pids; do alive "$p" && left="$left $p"; done
+      [[ -z "$left" ]] && break
+      sleep 0.2
+    done
+    for p in $pids; do
+      if alive "$p"; then
+        echo "$name: pid $p ignored SIGTERM for 20 s; killing it" >&2
+        kill -KILL "$p" 2>/dev/null || true
+      fi
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
   fi
   rm -f "$file"
 }
 
+stop_all() {
+  stop_tree "$SERVE_PID" serve    # serve first: it reports its runs to the server
+  stop_tree "$SERVER_PID" server
+}
+
+fail_start() {
+  echo "aemg serve: $1; see $2" >&2
+  tail -n 20 "$2" >&2 || true
+  stop_all >/dev/null
+  exit 1
+}
+
 case "${1:-}" in
   start)
-    if [[ -f "$HOME_DIR/server.pid" ]] && kill -0 "$(cat "$HOME_DIR/server.pid")" 2>/dev/null; then
-      echo "Prefect server already running (pid $(cat "$HOME_DIR/server.pid")); run 'make stop' first" >&2; exit 1
+    if alive "$(cat "$SERVER_PID" 2>/dev/null || true)" || alive "$(cat "$SERVE_PID" 2>/dev/null || true)"; then
+      echo "aemg serve: already running (pids in $HOME_DIR); run 'make stop' first" >&2; exit 1
     fi
-    setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$HOME_DIR/server.log" 2>&1 &
-    echo $! >"$HOME_DIR/server.pid"
-    wait_for 90 curl -sf "$API/health" || { echo "server did not start; see $HOME_DIR/server.log" >&2; exit 1; }
-    PREFECT_API_URL="$API" setsid "$BIN/python" -m aemg.flows.serve >"$HOME_DIR/serve.log" 2>&1 &
-    echo $! >"$HOME_DIR/serve.pid"
-    PREFECT_API_URL="$API" wait_for 90 "$BIN/python" -m aemg.flows.serve --check \
-      || { echo "deployments not ready; see $HOME_DIR/serve.log" >&2; exit 1; }
-    echo "Prefect server on $API with aemg deployments served."
+    rm -f "$SERVER_PID" "$SERVE_PID"
+    if healthy; then
+      echo "aemg serve: another Prefect server already answers on $API; stop it or set PREFECT_PORT" >&2; exit 1
+    fi
+    [[ -x "$BIN/prefect" ]] || { echo "aemg serve: $BIN/prefect not found; run 'make install'" >&2; exit 1; }
+
+    setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$HOME_DIR/server.log" 2>&1 </dev/null &
+    echo $! >"$SERVER_PID"
+    deadline=$((SECONDS + START_TIMEOUT))
+    until healthy; do
+      alive "$(cat "$SERVER_PID")" || fail_start "the Prefect server exited" "$HOME_DIR/server.log"
+      (( SECONDS < deadline )) || fail_start "the Prefect server did not answer within ${START_TIMEOUT} s" "$HOME_DIR/server.log"
+      sleep 0.5
+    done
+
+    setsid "$BIN/python" -m aemg.flows.serve >"$HOME_DIR/serve.log" 2>&1 </dev/null &
+    echo $! >"$SERVE_PID"
+    "$BIN/python" -m aemg.flows.serve --check --wait "$((deadline - SECONDS))" --pid "$(cat "$SERVE_PID")" \
+      || fail_start "the deployments did not become ready" "$HOME_DIR/serve.log"
+    echo "Prefect server on $API (UI http://127.0.0.1:$PORT), deployments served from $(pwd)."
     echo "  PREFECT_API_URL=$API $BIN/prefect deployment run harmonize/harmonize --watch"
+    echo "  make stop   # logs: $HOME_DIR/server.log, $HOME_DIR/serve.log"
     ;;
   stop)
-    stop_pid "$HOME_DIR/serve.pid"
-    stop_pid "$HOME_DIR/server.pid"
+    stop_all
     echo "stopped"
     ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  status)
+    for f in "$SERVER_PID" "$SERVE_PID"; do
+      if alive "$(cat "$f" 2>/dev/null || true)"; then echo "$(basename "$f" .pid): running (pid $(cat "$f"))"
+      else echo "$(basename "$f" .pid): stopped"; fi
+    done
+    healthy && echo "api: $API healthy" || echo "api: $API not answering"
+    ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

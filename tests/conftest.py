@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aemg.params import with_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AEMG_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -80,5 +82,5 @@ def write_params(directory: Path, datasets: list[str], **sections: object) -> Pa
     }
     params.update(sections)
     path = directory / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
+    path.write_text(yaml.safe_dump(with_overrides(params)))  # complete: DVC needs every section
     return path

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import SLICE_SUBJECTS, write_params
 
 from aemg.vocabulary import GESTURES
+
+from conftest import SLICE_SUBJECTS, write_params
 
 DATASETS = ["myo-armband-cote-allard", "unibo-inail"]
 

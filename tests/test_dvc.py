@@ -1,0 +1,58 @@
+"""`dvc repro` in a real git repo: builds everything, then only what a parameter change touches."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO, write_params
+
+BIN = Path(sys.executable).parent
+DATASETS = ["myo-armband-cote-allard", "unibo-inail"]
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def _stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def test_dvc_repro_is_incremental(tmp_path, mirror):
+    for name in ("dvc.yaml", "pyproject.toml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "aemg", tmp_path / "aemg", ignore=shutil.ignore_patterns("__pycache__"))
+    write_params(tmp_path, DATASETS)
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "AEMG_MIRROR": mirror,
+        "PREFECT_HOME": str(tmp_path / ".prefect"),
+        "DVC_NO_ANALYTICS": "1",
+        "DO_NOT_TRACK": "1",
+        "AEMG_DASK_ADDRESS": "sync",
+    }
+    _run(["git", "init", "-q"], tmp_path, env)
+    _run(["dvc", "init", "-q"], tmp_path, env)
+
+    first = _run(["dvc", "repro"], tmp_path, env)
+    assert _stages_run(first) == {"download", "harmonize", "tokenize", "pretrain", "evaluate"}
+    assert (tmp_path / "metrics" / "loso.json").exists()
+
+    second = _run(["dvc", "repro"], tmp_path, env)
+    assert _stages_run(second) == set(), second
+
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["tokenize"]["threshold_std"] = 0.75
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    third = _run(["dvc", "repro"], tmp_path, env)
+    assert _stages_run(third) == {"tokenize", "pretrain", "evaluate"}, third
