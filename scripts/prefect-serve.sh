@@ -5,14 +5,18 @@
 #   scripts/prefect-serve.sh stop    # stop serve (and its flow runs, Dask workers), then the server
 #   scripts/prefect-serve.sh status
 #
-# Flow runs execute in the repository root, as children of the serve process, with the caller's
-# environment: `AEMG_MIRROR=http://127.0.0.1:8765 make serve` makes every served run download from
-# that mirror. Logs and pid files: $PREFECT_HOME/{server,serve}.{log,pid}.
+# Flow runs execute as children of the serve process, in $AEMG_SERVE_DIR (default: the repository
+# root, so they read ./params.yaml and write ./data like the CLI), with the caller's environment:
+# `AEMG_MIRROR=http://127.0.0.1:8765 make serve` makes every served run download from that mirror.
+# Logs and pid files: $PREFECT_HOME/{server,serve}.{log,pid}. Other knobs: PREFECT_PORT (4200),
+# AEMG_VENV_BIN (.venv/bin), AEMG_SERVE_TIMEOUT (seconds to wait for readiness, 120).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PREFECT_PORT:-4200}"
 HOME_DIR="${PREFECT_HOME:-$(pwd)/.prefect}"
-BIN="${AEMG_VENV_BIN:-$(pwd)/.venv/bin}"
+REPO="$(pwd)"
+BIN="${AEMG_VENV_BIN:-$REPO/.venv/bin}"
+SERVE_DIR="$(cd "${AEMG_SERVE_DIR:-$REPO}" && pwd)"
 API="http://127.0.0.1:${PORT}/api"
 START_TIMEOUT="${AEMG_SERVE_TIMEOUT:-120}"
 mkdir -p "$HOME_DIR"
@@ -42,7 +46,9 @@ stop_tree() {  # stop_tree PIDFILE NAME: TERM the process group and every descen
     # Collect the tree first: once the leader dies its children are re-parented and lost.
     pids="$pid $(descendants "$pid" | tr '\n' ' ')"
     kill -TERM -- "-$pid" 2>/dev/null || true
-    for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in $pids; do  # descendants that left the group (a new session) get their own SIGTERM
+      [[ "$(ps -o pgid= -p "$p" 2>/dev/null | tr -d ' ')" == "$pid" ]] || kill -TERM "$p" 2>/dev/null || true
+    done
     deadline=$((SECONDS + 20))
     while (( SECONDS < deadline )); do
       local left=""
@@ -93,11 +99,13 @@ case "${1:-}" in
       sleep 0.5
     done
 
-    setsid "$BIN/python" -m aemg.flows.serve >"$HOME_DIR/serve.log" 2>&1 </dev/null &
+    (cd "$SERVE_DIR" && exec setsid "$BIN/python" -m aemg.flows.serve --prefect-yaml "$REPO/prefect.yaml" \
+      >"$HOME_DIR/serve.log" 2>&1 </dev/null) &
     echo $! >"$SERVE_PID"
-    "$BIN/python" -m aemg.flows.serve --check --wait "$((deadline - SECONDS))" --pid "$(cat "$SERVE_PID")" \
+    (cd "$SERVE_DIR" && "$BIN/python" -m aemg.flows.serve --prefect-yaml "$REPO/prefect.yaml" \
+      --check --wait "$(( deadline - SECONDS > 10 ? deadline - SECONDS : 10 ))" --pid "$(cat "$SERVE_PID")") \
       || fail_start "the deployments did not become ready" "$HOME_DIR/serve.log"
-    echo "Prefect server on $API (UI http://127.0.0.1:$PORT), deployments served from $(pwd)."
+    echo "Prefect server on $API (UI http://127.0.0.1:$PORT); flow runs execute in $SERVE_DIR."
     echo "  PREFECT_API_URL=$API $BIN/prefect deployment run harmonize/harmonize --watch"
     echo "  make stop   # logs: $HOME_DIR/server.log, $HOME_DIR/serve.log"
     ;;

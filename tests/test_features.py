@@ -106,12 +106,14 @@ def test_continuous_features_match_reference(sfreq: float, window: int, stride: 
         np.testing.assert_allclose(got[..., i], want[..., i], rtol=2e-4, atol=1e-4, err_msg=name)
 
 
-def test_chunking_is_bit_identical() -> None:
+@pytest.mark.parametrize("n_chans", [1, 4])
+@pytest.mark.parametrize(("window", "stride"), [(50, 20), (100, 50), (63, 31)])
+def test_chunking_is_bit_identical(n_chans: int, window: int, stride: int) -> None:
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((2003, 4)).astype(np.float32)
-    full = window_features(x, 1000.0, 50, 20, **THRESHOLDS, chunk_frames=10_000)
-    for chunk in (1, 2, 7, 33, 64):
-        got = window_features(x, 1000.0, 50, 20, **THRESHOLDS, chunk_frames=chunk)
+    x = rng.standard_normal((2003, n_chans)).astype(np.float32)
+    full = window_features(x, 1000.0, window, stride, **THRESHOLDS, chunk_frames=10_000)
+    for chunk in (1, 2, 3, 7, 33, 64):
+        got = window_features(x, 1000.0, window, stride, **THRESHOLDS, chunk_frames=chunk)
         np.testing.assert_array_equal(got, full, err_msg=f"{chunk=}")
 
 

@@ -71,6 +71,7 @@ def test_checkpoints_load_weights_only_with_config_and_hash(trained, data):
         assert ck["complete"] and ck["epoch"] == 3
         assert {"state_dict", "optimizer", "rng"} <= set(ck)
     vq_model, mtm, cfg = load_model(out, "cpu")
+    assert not vq_model.training
     assert not mtm.training and cfg.codebook_size == 32
 
 

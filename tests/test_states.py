@@ -83,6 +83,7 @@ def test_round_trip_through_arrays() -> None:
     arrays = codebook.to_arrays()
     assert all(isinstance(v, np.ndarray) for v in arrays.values())
     back = StateCodebook.from_arrays(arrays)
+    assert not back.centers.flags.writeable  # shared across folds: no silent in-place edits
     assert back.k == codebook.k == 6
     assert back.feature_names == codebook.feature_names == FEATURE_NAMES
     for name in ("centers", "scale_mean", "scale_std", "log_floor"):

@@ -1,33 +1,150 @@
-"""Methods compared under LOSO: a feature map over trials plus a fresh estimator per fold."""
+"""Methods compared under LOSO: a feature map over trials plus a fresh estimator per fold.
+
+A method names the per-dataset feature array it reads (computed once, unfitted) and a factory
+that returns a *new* estimator for every fold; everything fitted (scaling, K-means states,
+classifier, fine-tuned network) lives inside that estimator.
+
+Feature arrays (see :func:`aemg.evaluate.run.compute_features`):
+  hudgins         (n, 4·C) MAV, WL, ZC, SSC per channel
+  tokens          (n, C, T) the trial tokens themselves
+  state_windows   (n, frames, C, 10) the muscle-state paper's ten features per 50 ms window
+  trial_index     (n,) row numbers, for estimators that read the trials (sentences, positions)
+  aemg_embedding  (n, width) frozen embeddings of the pre-trained event-token Transformer
+  aemg_embedding_fixedwin  the same from a model pre-trained on fixed-window tokens (ablation)
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from sklearn.base import ClassifierMixin
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+
+from aemg.evaluate.estimators import (
+    CNNClassifier,
+    EventTransformerClassifier,
+    StateTokenizer,
+    StateViTClassifier,
+    TokenStatistics,
+)
+
+# Evaluation parameters read with .get(key, default) until aemg.params.DEFAULTS lists them.
+EVALUATE_DEFAULTS: dict[str, Any] = {
+    "few_shot_fractions": [0.01, 0.05, 0.1, 0.2, 0.4, 0.8],
+    "few_shot_methods": ["lda", "svm", "state_svm", "aemg_probe"],
+    "few_shot_pool": 0.8,
+    "few_shot_max_repeat": 20,
+    "torch_epochs": 20,
+    "transformer_epochs": 6,
+    "finetune_lr_scale": 0.3,
+    "state_k": 13,
+    "state_window_s": 0.05,
+    "state_stride_s": 0.025,
+    "state_wamp_threshold": 0.05,
+    "state_kmeans_samples": 50000,
+    "device": None,
+    "max_threads": None,
+}
+
+
+def ep_get(ep: dict[str, Any], key: str) -> Any:
+    return ep.get(key, EVALUATE_DEFAULTS[key])
+
+
+@dataclass
+class MethodContext:
+    """What a factory may use to build a fold's estimator; nothing in it is fitted."""
+
+    seed: int = 0
+    ep: dict[str, Any] = field(default_factory=dict)
+    trials: Any = None
+    model_dir: Path | None = None
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    features: str  # "hudgins" or "aemg_embedding": computed once per dataset by the caller
-    make_estimator: Callable[[int], Pipeline | ClassifierMixin]
+    features: str
+    make_estimator: Callable[[MethodContext], Any]
+    pretrained: bool = False  # uses the pre-trained model: the leak check must run
+    description: str = ""
+
+
+def _ctx(ctx: MethodContext | int) -> MethodContext:
+    return ctx if isinstance(ctx, MethodContext) else MethodContext(seed=int(ctx))
+
+
+def _lda(ctx: MethodContext) -> Any:
+    return make_pipeline(StandardScaler(), LinearDiscriminantAnalysis())
+
+
+def _svm(ctx: MethodContext) -> Any:
+    return make_pipeline(StandardScaler(), SVC(C=1.0, random_state=_ctx(ctx).seed))
+
+
+def _cnn(ctx: MethodContext) -> Any:
+    c = _ctx(ctx)
+    return CNNClassifier(epochs=int(ep_get(c.ep, "torch_epochs")), seed=c.seed, device=ep_get(c.ep, "device"))
+
+
+def _state_tokenizer(c: MethodContext) -> StateTokenizer:
+    return StateTokenizer(k=int(ep_get(c.ep, "state_k")), seed=c.seed, max_samples=int(ep_get(c.ep, "state_kmeans_samples")))
+
+
+def _state_svm(ctx: MethodContext) -> Any:
+    c = _ctx(ctx)
+    k = int(ep_get(c.ep, "state_k"))
+    return make_pipeline(_state_tokenizer(c), TokenStatistics(k), StandardScaler(), SVC(C=1.0, random_state=c.seed))
+
+
+def _state_vit(ctx: MethodContext) -> Any:
+    c = _ctx(ctx)
+    k = int(ep_get(c.ep, "state_k"))
+    vit = StateViTClassifier(k=k, epochs=int(ep_get(c.ep, "torch_epochs")), seed=c.seed, device=ep_get(c.ep, "device"))
+    return make_pipeline(_state_tokenizer(c), vit)
+
+
+def _transformer(init: str) -> Callable[[MethodContext], Any]:
+    def make(ctx: MethodContext) -> Any:
+        c = _ctx(ctx)
+        return EventTransformerClassifier(
+            trials=c.trials, init=init, model_dir=c.model_dir,
+            backbone_lr_scale=float(ep_get(c.ep, "finetune_lr_scale")),
+            epochs=int(ep_get(c.ep, "transformer_epochs")), seed=c.seed, device=ep_get(c.ep, "device"),
+        )
+
+    return make
+
+
+def _probe(ctx: MethodContext) -> Any:
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=_ctx(ctx).seed))
 
 
 METHODS: dict[str, Method] = {
-    "lda": Method("lda", "hudgins", lambda seed: make_pipeline(StandardScaler(), LinearDiscriminantAnalysis())),
-    "svm": Method("svm", "hudgins", lambda seed: make_pipeline(StandardScaler(), SVC(C=1.0, random_state=seed))),
-    "aemg_probe": Method(
-        "aemg_probe",
-        "aemg_embedding",
-        lambda seed: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)),
-    ),
+    m.name: m
+    for m in [
+        Method("lda", "hudgins", _lda, description="LDA on Hudgins time-domain features"),
+        Method("svm", "hudgins", _svm, description="RBF SVM on Hudgins time-domain features"),
+        Method("cnn", "tokens", _cnn, description="1-D CNN on the raw trial windows"),
+        Method("state_svm", "state_windows", _state_svm,
+               description="muscle-state tokens (K-means per fold) + SVM on token statistics"),
+        Method("state_vit", "state_windows", _state_vit,
+               description="muscle-state tokens (K-means per fold) + ViT-style Transformer"),
+        Method("transformer_scratch", "trial_index", _transformer("scratch"),
+               description="event-token Transformer (AEMG architecture), random init, no pre-training"),
+        Method("aemg_probe", "aemg_embedding", _probe, pretrained=True,
+               description="AEMG: logistic-regression probe on frozen pre-trained embeddings"),
+        Method("aemg_finetune", "trial_index", _transformer("pretrained"), pretrained=True,
+               description="AEMG: pre-trained Transformer + linear head, fully fine-tuned"),
+        Method("aemg_probe_fixedwin", "aemg_embedding_fixedwin", _probe, pretrained=True,
+               description="ablation: probe on a model pre-trained on fixed-window tokens instead of events"),
+    ]
 }
 
 
@@ -36,3 +153,7 @@ def get_methods(names: list[str]) -> list[Method]:
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
     return [METHODS[n] for n in names]
+
+
+def is_aemg(name: str) -> bool:
+    return name.startswith("aemg")

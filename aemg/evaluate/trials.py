@@ -1,8 +1,13 @@
-"""Trials = labelled contraction-event tokens; every method sees exactly the same ones."""
+"""Trials = labelled contraction-event tokens; every method sees exactly the same ones.
+
+Besides the token samples and labels, a trial keeps what the event-token Transformers need
+(sentence, order, onset, electrode positions) and a chronological rank, so that few-shot
+subsets can be drawn from a subject's *earliest* repetitions.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +23,95 @@ class Trials:
     gesture: np.ndarray  # int16 (n,)
     subject: np.ndarray  # str (n,)
     event_index: np.ndarray  # row in the token store's events table
+    sentence: np.ndarray | None = None  # int64 (n,) contraction id (None: one sentence per trial)
+    order: np.ndarray | None = None  # int64 (n,) order of the event in its sentence
+    onset: np.ndarray | None = None  # float32 (n,) seconds since the sentence start
+    recording: np.ndarray | None = None  # int64 (n,) recording index in the harmonized store
+    start: np.ndarray | None = None  # int64 (n,) first sample in the recording
+    chrono: np.ndarray | None = None  # int64 (n,) chronological rank within the dataset
+    positions: np.ndarray | None = None  # float32 (n_chans, 3): cos angle, sin angle, distance
+    sfreq: float = 200.0
+    channel_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.gesture)
+        self.subject = np.asarray(self.subject).astype(str)
+        if self.tokens.shape[0] != n or self.subject.shape != (n,) or len(self.event_index) != n:
+            raise ValueError(
+                f"{self.dataset}: trial arrays disagree: tokens {self.tokens.shape}, gesture {n}, "
+                f"subject {self.subject.shape}, event_index {len(self.event_index)}"
+            )
+        if self.sentence is None:
+            self.sentence = np.arange(n, dtype=np.int64)
+        if self.order is None:
+            self.order = np.zeros(n, np.int64)
+        if self.onset is None:
+            self.onset = np.zeros(n, np.float32)
+        if self.recording is None:
+            self.recording = np.zeros(n, np.int64)
+        if self.start is None:
+            self.start = np.arange(n, dtype=np.int64)
+        if self.chrono is None:
+            self.chrono = np.arange(n, dtype=np.int64)
+        if self.positions is None:
+            self.positions = np.zeros((self.n_chans, 3), np.float32)
+        if not self.channel_names:
+            self.channel_names = [f"ch{i}" for i in range(self.n_chans)]
 
     @property
     def subjects(self) -> list[str]:
         return sorted(set(self.subject.tolist()))
 
+    @property
+    def n_chans(self) -> int:
+        return int(self.tokens.shape[1])
 
-def load_trials(tokens_store: Path, dataset: str) -> Trials:
+    @property
+    def classes(self) -> np.ndarray:
+        return np.unique(self.gesture)
+
+    def __len__(self) -> int:
+        return len(self.gesture)
+
+    def tokenset(self, index: np.ndarray | None = None):
+        """The trials (or rows ``index``) as the model's :class:`~aemg.model.TokenSet`."""
+        from aemg.model.data import TokenSet
+
+        rows = slice(None) if index is None else np.asarray(index)
+        return TokenSet(
+            tokens=self.tokens[rows], positions=self.positions, sentence=self.sentence[rows],
+            order=self.order[rows], onset=self.onset[rows], subject=self.subject[rows], dataset=self.dataset,
+        )
+
+
+def _repetition_of_recordings(harmonized: Path | None, dataset: str) -> np.ndarray | None:
+    """``repetition`` per recording from the harmonized store, when it is there."""
+    if harmonized is None or not (Path(harmonized) / dataset / "zarr.json").exists():
+        return None
+    try:
+        ds = xr.open_zarr(harmonized, group=dataset, consolidated=False)
+    except Exception:  # a missing or older store only loses the repetition ordering
+        return None
+    if "repetition" not in ds:
+        return None
+    return np.asarray(ds["repetition"].values, dtype=np.int64)
+
+
+def chronological_rank(recording: np.ndarray, start: np.ndarray, repetition: np.ndarray | None = None) -> np.ndarray:
+    """Rank of each event in recording order: (repetition of its recording, recording, start).
+
+    Recordings of one subject are stored in file-name order, which is not always the order of
+    acquisition (Myo: ``classe_10`` sorts before ``classe_2``); the harmonized ``repetition``
+    restores it where the reader knows it.
+    """
+    rep = np.zeros(len(recording), np.int64) if repetition is None else repetition[recording]
+    keys = np.lexsort((start, recording, rep))
+    rank = np.empty(len(recording), np.int64)
+    rank[keys] = np.arange(len(recording))
+    return rank
+
+
+def load_trials(tokens_store: Path, dataset: str, harmonized: Path | None = None) -> Trials:
     """Labelled events of one dataset (unlabelled ones, gesture -1, are not trials)."""
     path = Path(tokens_store)
     if not (path / dataset / "events" / "zarr.json").exists():
@@ -32,10 +119,23 @@ def load_trials(tokens_store: Path, dataset: str) -> Trials:
     events = xr.open_zarr(path, group=f"{dataset}/events", consolidated=False)
     gesture = events["gesture"].values
     keep = np.flatnonzero(gesture >= 0)
+    recording = events["recording"].values.astype(np.int64)[keep]
+    start = events["start"].values.astype(np.int64)[keep]
+    from aemg.model.store_io import electrode_positions
+
     return Trials(
         dataset=dataset,
         tokens=events["token"].values[keep],
         gesture=gesture[keep],
         subject=events["subject"].values.astype(object)[keep].astype(str),
         event_index=keep,
+        sentence=events["sentence"].values.astype(np.int64)[keep],
+        order=events["order"].values.astype(np.int64)[keep],
+        onset=events["time_in_sentence_s"].values.astype(np.float32)[keep],
+        recording=recording,
+        start=start,
+        chrono=chronological_rank(recording, start, _repetition_of_recordings(harmonized, dataset)),
+        positions=electrode_positions(events),
+        sfreq=float(events.attrs.get("sfreq", 200.0)),
+        channel_names=[str(c) for c in events["channel"].values.tolist()],
     )

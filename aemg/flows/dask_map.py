@@ -28,7 +28,7 @@ def dask_map(address: str | None = None, n_workers: int | None = None) -> Iterat
         cluster = LocalCluster(
             n_workers=n_workers or min(2, os.cpu_count() or 1),
             threads_per_worker=1,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=40,
         )
     client = Client(cluster if cluster is not None else address)

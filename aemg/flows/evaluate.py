@@ -1,31 +1,59 @@
-"""Flow ``evaluate``: LOSO of every method on every evaluated dataset, with the leak check."""
+"""Flow ``evaluate``: LOSO + few-shot of every method on every evaluated dataset, with the leak check.
+
+Datasets run one after another: each already uses every core (torch, BLAS), and sequential
+runs keep the timings of the 2-core budget honest. A failing dataset fails alone and is
+reported at the end. The fold manifests are written before the leak check runs, so a failing
+check leaves the evidence in ``metrics/folds.json``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
-from aemg.flows.common import resolve, run_per_dataset
+from aemg.errors import AemgError
+from aemg.flows.common import resolve
 
 
-@task
-def evaluate_task(dataset: str, tokens: Path, models: Path, ep: dict[str, Any]) -> list[dict[str, Any]]:
+@task(cache_policy=NO_CACHE)
+def evaluate_task(dataset: str, tokens: Path, models: Path, ep: dict[str, Any], harmonized: Path | None = None) -> dict[str, Any]:
     from aemg.evaluate.run import evaluate_dataset
 
-    return evaluate_dataset(tokens, models / dataset, dataset, ep)
+    logger = get_run_logger()
+    return evaluate_dataset(tokens, models / dataset, dataset, ep, harmonized, log=logger.info)
 
 
 @flow(name="evaluate")
 def evaluate_flow(params_path: str | None = None, tokens: str | None = None) -> dict[str, Any]:
-    from aemg.evaluate.loso import format_table, write_metrics
+    from aemg.evaluate.loso import check_folds, format_few_shot_table, format_table, write_metrics
     from aemg.store import list_groups
 
     params, paths = resolve(params_path, {"tokens": tokens})
     available = list_groups(paths["tokens"])
     datasets = [d for d in params["evaluate"]["datasets"] if d in available]
-    per_dataset = run_per_dataset(evaluate_task, datasets, paths["tokens"], paths["models"], params["evaluate"])
-    rows = [row for rows in per_dataset.values() for row in rows]
-    summary = write_metrics(rows, paths["metrics"])
-    return {"summary": summary, "table": format_table(summary)}
+    logger = get_run_logger()
+    results, failures = {}, {}
+    for ds in datasets:
+        try:
+            results[ds] = evaluate_task.with_options(name=f"evaluate-{ds}")(
+                ds, paths["tokens"], paths["models"], params["evaluate"], paths["harmonized"]
+            )
+        except Exception as exc:
+            failures[ds] = str(exc)
+    rows = [r for res in results.values() for r in res["rows"]]
+    folds = {ds: res["folds"] for ds, res in results.items()}
+    summary = write_metrics(
+        rows, paths["metrics"],
+        few_shot_zero=[r for res in results.values() for r in res["few_shot_zero"]],
+        predictions=[p for res in results.values() for p in res["predictions"]],
+        folds=folds,
+    )
+    for ds, res in results.items():
+        logger.info("%s: seconds per method %s", ds, {k: round(v, 1) for k, v in res["seconds"].items()})
+    check_folds(folds)
+    if failures:
+        raise AemgError("; ".join(failures.values()) + f" ({len(results)} other dataset(s) succeeded)")
+    return {"summary": summary, "table": format_table(summary), "few_shot_table": format_few_shot_table(summary)}

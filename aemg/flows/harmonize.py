@@ -8,7 +8,8 @@ from typing import Any
 from prefect import flow, task
 
 from aemg.datasets.download import download
-from aemg.datasets.registry import all_specs, get_spec
+from aemg.datasets.registry import get_spec, user_spec_files
+from aemg.datasets.spec import load_spec
 from aemg.flows.common import resolve, run_per_dataset
 from aemg.flows.dask_map import MapFn, dask_map
 from aemg.harmonize.dataset import select_files
@@ -55,13 +56,15 @@ def harmonize_flow(
 ) -> dict[str, Any]:
     """Download (verified) and harmonize each dataset; one bad dataset fails alone.
 
-    The scheduled deployment sets ``only_changed`` and ``all_registered``: every registered
-    dataset (``datasets.d/`` included) is checked, and only new or changed ones are rebuilt.
+    The scheduled deployment sets ``only_changed`` and ``all_registered``: the datasets of
+    ``params.yaml`` plus every spec in ``datasets.d/`` are checked, and only new or changed
+    ones are rebuilt. (Built-in datasets not chosen in params.yaml are left alone: some are
+    tens of thousands of files, some need a manual download.)
     """
     params, paths = resolve(params_path, {"harmonized": store, "raw": raw})
     datasets = datasets or params["datasets"]
     if all_registered:
-        datasets = sorted(set(datasets) | set(all_specs()))
+        datasets = sorted(set(datasets) | {load_spec(path).id for path in user_spec_files()})
     run_per_dataset(download_task, datasets, paths["raw"], mirror, params["subjects"])
     with dask_map(dask_address) as map_fn:
         return run_per_dataset(harmonize_task, datasets, paths["raw"], paths["harmonized"], params, map_fn, only_changed)

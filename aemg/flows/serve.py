@@ -75,11 +75,11 @@ def build(decl: dict[str, Any], cron: str) -> Any:
     )
 
 
-def _ready(client: Any) -> str | None:
+def _ready(client: Any, prefect_yaml: Path) -> str | None:
     """None when every deployment is registered, else what is still missing."""
     from prefect.exceptions import ObjectNotFound
 
-    for decl in declared_deployments():
+    for decl in declared_deployments(prefect_yaml):
         name = full_name(decl)
         try:
             deployment = client.read_deployment_by_name(name)
@@ -104,7 +104,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def check(wait: float = 0.0, pid: int | None = None) -> int:
+def check(wait: float = 0.0, pid: int | None = None, prefect_yaml: Path = PREFECT_YAML) -> int:
     """0 once all deployments are ready; 1 after ``wait`` seconds or when ``pid`` has died."""
     from prefect.client.orchestration import get_client
 
@@ -113,7 +113,7 @@ def check(wait: float = 0.0, pid: int | None = None) -> int:
     while True:
         try:
             with get_client(sync_client=True) as client:
-                missing = _ready(client)
+                missing = _ready(client, prefect_yaml)
         except Exception as exc:  # server still starting: connection refused, 5xx
             missing = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if missing is None:
@@ -129,17 +129,47 @@ def check(wait: float = 0.0, pid: int | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aemg.flows.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--prefect-yaml", type=Path, default=PREFECT_YAML, help="deployments file (./prefect.yaml)")
     parser.add_argument("--check", action="store_true", help="exit 0 once the deployments are registered")
     parser.add_argument("--wait", type=float, default=0.0, help="with --check: seconds to keep polling")
     parser.add_argument("--pid", type=int, default=None, help="with --check: stop waiting once this pid has died")
     args = parser.parse_args(argv)
     if args.check:
-        return check(args.wait, args.pid)
-    from prefect import serve
-
-    cron = load_params()["schedule"]["harmonize_cron"]
-    serve(*(build(d, cron) for d in declared_deployments()))
+        return check(args.wait, args.pid, args.prefect_yaml)
+    cron = load_params()["schedule"]["harmonize_cron"]  # ./params.yaml: the folder the runs execute in
+    serve(*(build(d, cron) for d in declared_deployments(args.prefect_yaml)))
     return 0
+
+
+def serve(*deployments: Any) -> None:
+    """``prefect.serve`` with a SIGTERM that actually stops it.
+
+    Prefect 3.8's ``Runner.handle_sigterm`` calls the sync ``stop()`` from inside the event
+    loop, which only creates the ``astop()`` coroutine without awaiting it: the process logs
+    "initiating graceful shutdown" and keeps running. Here SIGTERM schedules ``astop()`` on the
+    loop, so ``make stop`` ends serve within seconds (in-flight runs cancelled, schedules paused
+    until the next ``make serve`` re-applies the deployments).
+    """
+    import asyncio
+
+    from prefect.runner import Runner
+
+    class _Runner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            self._logger.info("SIGTERM received, stopping the runner")
+            loop = self._loop
+            if loop is None or not self.started or self.stopping:
+                raise SystemExit(0)
+            loop.call_soon_threadsafe(lambda: loop.create_task(self.astop()))
+
+    runner = _Runner(pause_on_shutdown=True)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    print("Serving deployments:", ", ".join(f"{d.flow_name}/{d.name}" for d in deployments), flush=True)
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

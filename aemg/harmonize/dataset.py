@@ -121,9 +121,29 @@ def harmonize_dataset(
     files = select_files(spec, subjects)
     if not files:
         raise DatasetError(spec.id, "no data files match the spec's pattern")
+    hashes = verified_hashes(spec, raw_root, files)
     recordings = list(map_fn(lambda f: harmonize_file(spec, raw_root, f, hp), files))
-    hashes = [sha256_of(raw_root / f) for f in files]
     return to_xarray(spec, recordings, hashes, hp)
+
+
+def verified_hashes(spec: DatasetSpec, raw_root: Path, files: list[str]) -> list[str]:
+    """sha256 of each file, checked against the spec's pinned hash before anything reads it."""
+    hashes = []
+    for relpath in files:
+        path = raw_root / relpath
+        if not path.is_file():
+            raise DatasetError(spec.id, "file missing", file=relpath, fix=f"run `aemg download {spec.id}` first")
+        digest = sha256_of(path)
+        pinned = spec.files.get(relpath)
+        if pinned is not None and digest != pinned:
+            raise DatasetError(
+                spec.id,
+                f"sha256 mismatch (got {digest[:12]}…, expected {pinned[:12]}…): the file changed after download",
+                file=relpath,
+                fix=f"run `aemg download {spec.id}` to fetch the verified file again",
+            )
+        hashes.append(digest)
+    return hashes
 
 
 def validate_group(ds: xr.Dataset) -> None:

@@ -1,13 +1,18 @@
 """One reader per file format. Readers return native units and native label codes.
 
 Everything dataset-specific that a YAML spec can express lives in ``reader_options``; the
-few quirks that cannot (labels synthesised from a MATLAB struct) get a named format. A reader
+few quirks that cannot (labels synthesised from a MATLAB struct) get a named format. Formats:
+headerless or headed delimited text, raw interleaved integers, MATLAB v5/v7.3 (labels from a
+variable, a cue timetable or the file name; self-describing scalars checked), WFDB records
+(physical units, channels by name) and JSON files of labelled samples (EMG-EPN-612). A reader
 raises ``DatasetError`` naming the file and the reason; it never guesses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,11 +87,14 @@ def read_delimited(path: Path, spec: DatasetSpec, fields: dict[str, str], relpat
     channel_cols = list(opts.get("channel_columns") or spec.ch_names)
     label_col = opts.get("label_column")
     time_col = opts.get("time_column")
+    expected = channel_cols + [c for c in (label_col, time_col) if c]
+    header = bool(opts.get("header", True))  # headerless files: columns are named by the spec, in order
     try:
-        table = pd.read_csv(path, sep=opts.get("delimiter", ","), engine="c")
+        table = pd.read_csv(path, sep=opts.get("delimiter", ","), engine="c", header=0 if header else None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(spec.id, f"cannot parse: {str(exc).splitlines()[0]}", file=relpath) from None
-    expected = channel_cols + [c for c in (label_col, time_col) if c]
+    if not header and len(table.columns) == len(expected):
+        table.columns = expected
     missing = [c for c in expected if c not in table.columns]
     if missing or len(table.columns) != len(expected):
         raise DatasetError(
@@ -141,8 +149,107 @@ def _mat_var(mat: dict, name: str, spec: DatasetSpec, relpath: str) -> np.ndarra
     return np.asarray(mat[name])
 
 
+def _mat_values(value: np.ndarray, as_text: bool) -> list:
+    """Flatten a MATLAB scalar, char array or cell array into Python values (text from v5 or v7.3)."""
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        return [v for item in arr.reshape(-1) for v in _mat_values(item, as_text)]
+    if arr.dtype.kind == "U":
+        return [str(v).strip() for v in arr.reshape(-1)]
+    if as_text and arr.dtype.kind in "ui":  # v7.3 stores char arrays as uint16 codes
+        return ["".join(map(chr, arr.reshape(-1))).strip()]
+    return arr.reshape(-1).tolist()
+
+
+def _check_mat_metadata(mat: dict, spec: DatasetSpec, fields: dict[str, str], relpath: str) -> None:
+    """Scalars a file stores about itself must agree with its name and with the spec.
+
+    ``field_vars`` maps a pattern field to a variable holding the same number (CapgMyo ``gesture``,
+    NinaPro ``subject``); ``expect_vars`` maps a variable to the value the spec documents
+    (``fs: 2000``, ``units: mV``).
+    """
+    opts = spec.reader_options
+    for field, var in (opts.get("field_vars") or {}).items():
+        if field not in fields:
+            raise DatasetError(spec.id, f"reader_options.field_vars names {field!r}, which the pattern does not yield", file=relpath)
+        found = _mat_values(_mat_var(mat, var, spec, relpath), as_text=False)
+        if len(found) != 1 or float(found[0]) != float(fields[field]):
+            raise DatasetError(spec.id, f"variable {var!r}={found} but the file name says {field}={fields[field]}", file=relpath)
+    for var, expected in (opts.get("expect_vars") or {}).items():
+        found = _mat_values(_mat_var(mat, var, spec, relpath), as_text=isinstance(expected, str))
+        if isinstance(expected, str):
+            ok = bool(found) and all(str(v) == expected for v in found)
+        else:
+            ok = bool(found) and all(np.isclose(float(v), float(expected)) for v in found)
+        if not ok:
+            raise DatasetError(spec.id, f"variable {var!r}={found}, the spec documents {expected!r}", file=relpath)
+
+
+def _align_lengths(emg: np.ndarray, labels: np.ndarray, spec: DatasetSpec, relpath: str):
+    """Label and signal tracks must have one length; ``max_length_mismatch`` tolerates a documented few samples."""
+    if labels.size == len(emg):
+        return emg, labels
+    tolerance = int(spec.reader_options.get("max_length_mismatch", 0))
+    if abs(labels.size - len(emg)) > tolerance:
+        raise DatasetError(
+            spec.id, f"label length {labels.size} does not match signal length {len(emg)}", file=relpath
+        )
+    n = min(labels.size, len(emg))
+    return emg[:n], labels[:n]
+
+
+def _offset_labels(labels: np.ndarray, spec: DatasetSpec, fields: dict[str, str], relpath: str) -> np.ndarray:
+    """Exercise-local movement numbers (1..count, 0 = rest) to one numbering across exercises.
+
+    ``label_offsets`` maps a value of the pattern field ``label_offset_field`` to ``[offset, count]``.
+    A label outside 1..count means the file is numbered differently than the spec says: fail, never shift.
+    """
+    opts = spec.reader_options
+    table = opts.get("label_offsets")
+    if not table:
+        return labels
+    field = opts.get("label_offset_field", "session")
+    key = fields.get(field)
+    if key is None or str(key) not in {str(k) for k in table}:
+        raise DatasetError(spec.id, f"no label offset for {field}={key!r}; reader_options.label_offsets has {sorted(map(str, table))}", file=relpath)
+    offset, count = next(v for k, v in table.items() if str(k) == str(key))
+    active = labels != 0
+    outside = np.unique(labels[active & ((labels < 1) | (labels > int(count)))])
+    if outside.size:
+        raise DatasetError(
+            spec.id,
+            f"labels {outside.tolist()[:5]} outside 1..{count} for {field}={key}; are they already numbered across exercises?",
+            file=relpath,
+            fix="check the exercise numbering and reader_options.label_offsets",
+        )
+    out = labels.copy()
+    out[active] += int(offset)
+    return out
+
+
+def _protocol_labels(n_times: int, sfreq: float, protocol: Mapping, spec: DatasetSpec, relpath: str) -> np.ndarray:
+    """Per-sample codes from a fixed cue timetable (files that carry no label track).
+
+    Block ``b`` starts at ``block_starts_s[b]``; cue ``j`` of a block starts ``j * period_s`` later and
+    lasts ``duration_s``; the rest of the recording gets ``other_code``.
+    """
+    codes = [int(c) for c in protocol["codes"]]
+    period, duration = float(protocol["period_s"]), float(protocol["duration_s"])
+    labels = np.full(n_times, int(protocol.get("other_code", -1)), dtype=np.int64)
+    for block_start in protocol["block_starts_s"]:
+        for j, code in enumerate(codes):
+            start = round((float(block_start) + j * period) * sfreq)
+            stop = start + round(duration * sfreq)
+            if stop > n_times:
+                raise DatasetError(
+                    spec.id, f"protocol needs {stop} samples ({stop / sfreq:g} s), file has {n_times}", file=relpath
+                )
+            labels[start:stop] = code
+    return labels
+
+
 def read_mat(path: Path, spec: DatasetSpec, fields: dict[str, str], relpath: str) -> RawRecording:
-    """MATLAB v5 or v7.3 file with a signal variable and an optional per-sample label variable."""
+    """MATLAB v5 or v7.3 file with a signal variable and labels from a variable, a timetable or the name."""
     opts = spec.reader_options
     mat = _loadmat(path, spec, relpath)
     emg = _mat_var(mat, opts.get("emg_var", "emg"), spec, relpath).astype(np.float64)
@@ -150,16 +257,16 @@ def read_mat(path: Path, spec: DatasetSpec, fields: dict[str, str], relpath: str
         raise DatasetError(
             spec.id, f"signal has shape {emg.shape}, expected (n_times, {spec.n_chans})", file=relpath
         )
+    _check_mat_metadata(mat, spec, fields, relpath)
     label_var = opts.get("label_var")
     if label_var:
         labels = _mat_var(mat, label_var, spec, relpath).reshape(-1)
-        if labels.size != len(emg):
-            raise DatasetError(
-                spec.id, f"label length {labels.size} does not match signal length {len(emg)}", file=relpath
-            )
+        emg, labels = _align_lengths(emg, labels, spec, relpath)
         if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
             raise DatasetError(spec.id, "labels are not whole numbers", file=relpath)
-        labels = labels.astype(np.int64)
+        labels = _offset_labels(labels.astype(np.int64), spec, fields, relpath)
+    elif opts.get("protocol_labels"):
+        labels = _protocol_labels(len(emg), spec.sfreq, opts["protocol_labels"], spec, relpath)
     else:
         labels = np.full(len(emg), _file_label(spec, fields, relpath), dtype=np.int64)
     return RawRecording(emg, labels, spec.sfreq)
@@ -198,10 +305,128 @@ def read_flexemg(path: Path, spec: DatasetSpec, fields: dict[str, str], relpath:
     return RawRecording(emg, labels, spec.sfreq)
 
 
+def _annotation_labels(record_name: str, n_times: int, spec: DatasetSpec, relpath: str) -> np.ndarray:
+    """Codes from a WFDB annotation file: each annotation's code holds until the next one."""
+    import wfdb
+
+    opts = spec.reader_options
+    try:
+        ann = wfdb.rdann(record_name, opts["annotation"])
+    except (OSError, ValueError, IndexError, EOFError) as exc:
+        raise DatasetError(spec.id, f"cannot read annotation '{opts['annotation']}': {exc}", file=relpath) from None
+    key = opts.get("annotation_field", "aux_note")
+    values = getattr(ann, key)
+    samples = np.asarray(ann.sample, dtype=np.int64)
+    if samples.size == 0 or np.any(np.diff(samples) < 0) or samples[-1] >= n_times:
+        raise DatasetError(spec.id, f"annotation samples are empty, unsorted or past the signal end ({n_times})", file=relpath)
+    labels = np.full(n_times, int(opts.get("label_before_first_annotation", -1)), dtype=np.int64)
+    for start, stop, value in zip(samples, [*samples[1:], n_times], values, strict=True):
+        try:
+            labels[start:stop] = int(str(value).strip())
+        except ValueError:
+            raise DatasetError(spec.id, f"annotation {key}={value!r} is not an integer code", file=relpath) from None
+    return labels
+
+
+def read_wfdb(path: Path, spec: DatasetSpec, fields: dict[str, str], relpath: str) -> RawRecording:
+    """WFDB record (``.hea`` + signal file) in physical units; channels picked by name, ``fs`` from the header."""
+    import wfdb
+
+    opts = spec.reader_options
+    record_name = str(path.with_suffix(""))
+    try:
+        record = wfdb.rdrecord(record_name, physical=True)
+    except (OSError, ValueError, IndexError, EOFError, TypeError) as exc:
+        raise DatasetError(spec.id, f"not a readable WFDB record: {exc}", file=relpath) from None
+    names = list(record.sig_name or [])
+    wanted = [str(c) for c in (opts.get("channels") or spec.ch_names)]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise DatasetError(spec.id, f"header lacks channels {missing[:5]} (found {names})", file=relpath)
+    index = [names.index(c) for c in wanted]
+    units = sorted({record.units[i] for i in index})
+    expected_units = str(opts.get("units", spec.units))
+    if units != [expected_units]:
+        raise DatasetError(spec.id, f"header units {units}, the spec expects {expected_units!r}", file=relpath)
+    if not np.isclose(record.fs, spec.sfreq):
+        raise DatasetError(spec.id, f"header says fs={record.fs} Hz, the spec says {spec.sfreq:g} Hz", file=relpath)
+    if record.p_signal is None or record.p_signal.shape[0] != record.sig_len:
+        raise DatasetError(spec.id, f"signal file holds fewer than the header's {record.sig_len} samples", file=relpath)
+    emg = np.asarray(record.p_signal[:, index], dtype=np.float64)
+    if opts.get("annotation"):
+        labels = _annotation_labels(record_name, len(emg), spec, relpath)
+    else:
+        labels = np.full(len(emg), _file_label(spec, fields, relpath), dtype=np.int64)
+    return RawRecording(emg, labels, float(record.fs))
+
+
+def _natural_key(key: str) -> tuple:
+    """``idx_10`` after ``idx_9``: order by the trailing number, then by name."""
+    m = re.search(r"(\d+)$", key)
+    return (int(m.group(1)) if m else -1, key)
+
+
+def read_json_samples(path: Path, spec: DatasetSpec, fields: dict[str, str], relpath: str) -> RawRecording:
+    """One JSON file holding many labelled samples (EMG-EPN-612: ``trainingSamples.idx_1.emg.ch1``...).
+
+    The interface is one file, one recording: samples are concatenated in block order and numeric key
+    order, each sample's label from its ``gestureName`` (``label_names`` maps names to native codes),
+    narrowed to its ``groundTruth`` mask when one is present.
+    """
+    opts = spec.reader_options
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(spec.id, f"not valid JSON: {exc}", file=relpath) from None
+    names: Mapping[str, int] = opts.get("label_names") or {}
+    channel_keys = [str(c) for c in (opts.get("channel_keys") or [f"ch{i}" for i in range(1, spec.n_chans + 1)])]
+    emg_key, label_key = opts.get("emg_key", "emg"), opts.get("label_key", "gestureName")
+    gt_key = opts.get("ground_truth_key")
+    missing_code = opts.get("missing_label_code")
+    signals, labels = [], []
+    for block in opts.get("blocks") or ["trainingSamples", "testingSamples"]:
+        entries = data.get(block) if isinstance(data, Mapping) else None
+        if not isinstance(entries, Mapping):
+            found = sorted(data) if isinstance(data, Mapping) else type(data).__name__
+            raise DatasetError(spec.id, f"no sample block {block!r} (found {found})", file=relpath)
+        for key in sorted(entries, key=_natural_key):
+            where = f"{block}.{key}"
+            entry = entries[key]
+            channels = entry.get(emg_key) if isinstance(entry, Mapping) else None
+            if not isinstance(channels, Mapping) or any(c not in channels for c in channel_keys):
+                raise DatasetError(spec.id, f"{where}: '{emg_key}' lacks channels {channel_keys}", file=relpath)
+            columns = [np.asarray(channels[c], dtype=np.float64).reshape(-1) for c in channel_keys]
+            if len({len(c) for c in columns}) != 1 or len(columns[0]) == 0:
+                raise DatasetError(spec.id, f"{where}: channels have lengths {[len(c) for c in columns]}", file=relpath)
+            name = entry.get(label_key)
+            if name is None and missing_code is not None:
+                code = int(missing_code)
+            elif name in names:
+                code = int(names[name])
+            else:
+                raise DatasetError(
+                    spec.id, f"{where}: {label_key}={name!r} not in reader_options.label_names {sorted(names)}",
+                    file=relpath,
+                )
+            sample_labels = np.full(len(columns[0]), code, dtype=np.int64)
+            if gt_key and gt_key in entry:
+                mask = np.asarray(entry[gt_key]).reshape(-1)
+                if mask.size != sample_labels.size:
+                    raise DatasetError(spec.id, f"{where}: {gt_key} has {mask.size} values for {sample_labels.size} samples", file=relpath)
+                sample_labels[mask == 0] = int(opts.get("outside_ground_truth_code", -1))
+            signals.append(np.column_stack(columns))
+            labels.append(sample_labels)
+    if not signals:
+        raise DatasetError(spec.id, "no samples in the JSON file", file=relpath)
+    return RawRecording(np.concatenate(signals), np.concatenate(labels), spec.sfreq)
+
+
 READERS: dict[str, Reader] = {
     "int16-dat": read_binary,
     "delimited-text": read_delimited,
     "mat-v5": read_mat,
     "mat-v73": read_mat,
     "flexemg-mat": read_flexemg,
+    "wfdb": read_wfdb,
+    "json-samples": read_json_samples,
 }

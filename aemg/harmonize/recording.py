@@ -11,7 +11,7 @@ import numpy as np
 from aemg.datasets.spec import DatasetSpec
 from aemg.errors import DatasetError
 from aemg.harmonize import signal as sig
-from aemg.harmonize.readers import READERS
+from aemg.harmonize.readers import READERS, RawRecording
 from aemg.vocabulary import GESTURES
 
 
@@ -45,6 +45,26 @@ def map_gestures(spec: DatasetSpec, native: np.ndarray, relpath: str) -> np.ndar
     return out
 
 
+def read_file(spec: DatasetSpec, path: Path, fields: dict[str, str], relpath: str) -> RawRecording:
+    """Run the format's reader; whatever it raises comes back as a DatasetError naming the file."""
+    try:
+        raw = READERS[spec.format](path, spec, fields, relpath)
+    except DatasetError:
+        raise
+    except Exception as exc:  # a reader bug or a malformed file the reader did not foresee
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else ""
+        raise DatasetError(
+            spec.id, f"cannot read as {spec.format} ({type(exc).__name__}: {reason})", file=relpath
+        ) from exc
+    if raw.emg.ndim != 2 or raw.labels.ndim != 1:
+        raise DatasetError(
+            spec.id, f"reader returned emg {raw.emg.shape} and labels {raw.labels.shape}; "
+            "expected (n_times, n_chans) and (n_times,)", file=relpath,
+        )
+    return raw
+
+
 def harmonize_file(spec: DatasetSpec, root: Path, relpath: str, hp: dict[str, Any]) -> HarmonizedRecording:
     fields = spec.match(relpath)
     if fields is None:
@@ -53,8 +73,11 @@ def harmonize_file(spec: DatasetSpec, root: Path, relpath: str, hp: dict[str, An
     if not path.exists():
         raise DatasetError(spec.id, "file missing; run `aemg download` first", file=relpath)
     if path.stat().st_size == 0:
-        raise DatasetError(spec.id, "empty file", file=relpath)
-    raw = READERS[spec.format](path, spec, fields, relpath)
+        raise DatasetError(
+            spec.id, "empty file (0 bytes)", file=relpath,
+            fix="download it again; if the source's copy is empty, leave its subject out (params.yaml 'subjects')",
+        )
+    raw = read_file(spec, path, fields, relpath)
     n_times, n_chans = raw.emg.shape
     if n_times == 0:
         raise DatasetError(spec.id, "no samples", file=relpath)
@@ -69,9 +92,12 @@ def harmonize_file(spec: DatasetSpec, root: Path, relpath: str, hp: dict[str, An
     if nonfinite.any():
         if hp["nan_policy"] == "raise":
             bad = [spec.ch_names[i] for i in np.flatnonzero(nonfinite)]
+            rows = np.flatnonzero(~finite.all(axis=1))
             raise DatasetError(
-                spec.id, f"NaN/Inf samples in channels {bad}", file=relpath,
-                fix="set harmonize.nan_policy: flag to zero-fill and flag them",
+                spec.id,
+                f"{int((~finite).sum())} NaN/Inf sample(s) in channels {bad}, first at sample {int(rows[0])}",
+                file=relpath,
+                fix="set harmonize.nan_policy: flag in params.yaml to zero-fill and flag them",
             )
         raw.emg = np.where(finite, raw.emg, 0.0)
     quality = sig.quality_mask(raw.emg, spec.reader_options.get("valid_range"), nonfinite)

@@ -9,6 +9,7 @@ import xarray as xr
 
 from aemg.datasets.download import sha256_of
 from aemg.datasets.spec import DatasetSpec
+from aemg.errors import AemgError, DatasetError
 from aemg.harmonize.dataset import MapFn, harmonize_dataset, select_files, validate_group
 from aemg.params import params_hash
 from aemg.store import list_groups, open_group, publish_group
@@ -47,8 +48,17 @@ def harmonize_one(
     map_fn: MapFn = map,
     only_changed: bool = False,
 ) -> dict[str, Any]:
-    if only_changed and is_current(store, spec, raw_root, hp, subjects):
-        return {**summarize(open_group(store, spec.id)), "action": "unchanged"}
-    ds = harmonize_dataset(spec, raw_root, hp, subjects, map_fn)
-    publish_group(store, spec.id, ds, validate=validate_group, encoding={"emg": {"chunks": (int(hp["chunk_samples"]), ds.sizes["channel"])}})
+    """Harmonize and publish one dataset; any failure is a one-line DatasetError, store untouched."""
+    try:
+        if only_changed and is_current(store, spec, raw_root, hp, subjects):
+            return {**summarize(open_group(store, spec.id)), "action": "unchanged"}
+        ds = harmonize_dataset(spec, raw_root, hp, subjects, map_fn)
+        encoding = {"emg": {"chunks": (int(hp["chunk_samples"]), ds.sizes["channel"])}}
+        publish_group(store, spec.id, ds, validate=validate_group, encoding=encoding)
+    except AemgError:
+        raise
+    except Exception as exc:  # schema, Zarr or I/O failures still name the dataset, on one line
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else ""
+        raise DatasetError(spec.id, f"harmonize failed ({type(exc).__name__}: {reason})") from exc
     return {**summarize(ds), "action": "harmonized"}

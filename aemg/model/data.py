@@ -186,7 +186,7 @@ def collate_sentences(
     ``pad_to`` forces a minimum padded length L (padding must not change any output).
     """
     lengths = [len(ev) * token_sets[s].n_chans for s, ev in items]
-    L = max(lengths + [pad_to or 0])
+    L = max([*lengths, pad_to or 0])
     E = max(len(ev) for _, ev in items)
     B = len(items)
     T = token_sets[items[0][0]].n_times

@@ -1,13 +1,21 @@
 """Atomic, locked publication of dataset groups into a Zarr v3 store.
 
-A group is written completely to a staging store beside the target, read back and validated,
-then renamed into place and the root metadata re-consolidated. Readers therefore see either the
-previous group or the new one, never a half-written one; a crash leaves staging debris that the
-next writer removes. A file lock serialises writers (two harmonize runs at once).
+A publish never modifies the live store. Under a file lock (two harmonize runs at once), the
+writer builds a complete next version of the store beside it: metadata files copied, chunk files
+hard-linked (cheap, and never written to), the replaced group written afresh, root metadata
+re-consolidated, the group read back and validated. The next version then takes the store's
+place in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so a reader, or a writer killed
+at any instant, sees either the whole previous store or the whole new one, never a group whose
+chunks disagree with the root's consolidated metadata. Where the exchange is not supported the
+swap is two renames; a crash between them leaves the previous store under a side name, which the
+next writer or reader puts back. Debris of a crashed writer is removed by the next one.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
 import shutil
 import uuid
 import warnings
@@ -19,19 +27,45 @@ import xarray as xr
 import zarr
 from filelock import FileLock
 
+from aemg.errors import AemgError
+
 # Zarr v3 marks consolidated metadata as an extension; xarray relies on it to see new groups.
 warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", category=UserWarning)
 
+METADATA_FILES = ("zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata")
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
 
-def _sibling(store: Path, kind: str, group: str) -> Path:
-    return store.parent / f".{store.name}.{kind}-{group}-{uuid.uuid4().hex[:8]}"
+
+def _sibling(store: Path, kind: str) -> Path:
+    return store.parent / f".{store.name}.{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step; False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
 def _recover(store: Path) -> None:
-    """Undo what a crashed writer left: restore a trashed group that has no replacement."""
-    for trash in store.parent.glob(f".{store.name}.trash-*"):
+    """Undo what a crashed writer left: put back a store moved aside, drop staging copies."""
+    for old in sorted(store.parent.glob(f".{store.name}.old-*")):
+        if not store.exists():
+            old.rename(store)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for trash in store.parent.glob(f".{store.name}.trash-*"):  # layout of earlier versions
         group = trash.name.split(".trash-", 1)[1].rsplit("-", 1)[0]
-        if not (store / group).exists():
+        if store.exists() and not (store / group).exists():
             trash.rename(store / group)
         else:
             shutil.rmtree(trash, ignore_errors=True)
@@ -39,14 +73,59 @@ def _recover(store: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _lock_path(store: Path) -> Path:
+    return store.parent / f".{store.name}.lock"
+
+
 @contextmanager
 def store_lock(store: Path, timeout: float = 600) -> Iterator[None]:
+    """Hold the store's writer lock, after repairing what a crashed writer left."""
+    store = Path(store).resolve()
     store.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(store.parent / f".{store.name}.lock"), timeout=timeout):
+    with FileLock(str(_lock_path(store)), timeout=timeout):
         _recover(store)
-        if not (store / "zarr.json").exists():
-            zarr.open_group(store, mode="a", zarr_format=3)
         yield
+
+
+def _check_group_name(group: str) -> None:
+    if not group or "/" in group or "\\" in group or group in (".", "..") or group.startswith("."):
+        raise ValueError(f"group name {group!r} must be one path component, e.g. a dataset id")
+
+
+def _snapshot(store: Path, staging: Path, skip: str) -> None:
+    """``staging`` := ``store`` without group ``skip``: metadata copied, chunks hard-linked."""
+    if not store.exists() or (store.is_dir() and not any(store.iterdir())):
+        zarr.open_group(staging, mode="w-", zarr_format=3)
+        return
+    if not (store / "zarr.json").is_file():
+        raise AemgError(f"{store} exists but is not a Zarr v3 store; move it away or choose another store path")
+    for dirpath, dirnames, filenames in os.walk(store):
+        rel = Path(dirpath).relative_to(store)
+        if rel == Path("."):
+            dirnames[:] = [d for d in dirnames if d != skip]
+        (staging / rel).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            src, dst = Path(dirpath) / name, staging / rel / name
+            if name in METADATA_FILES:
+                shutil.copy2(src, dst)  # rewritten by consolidation: never share its inode
+                continue
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+
+def _swap_in(store: Path, staging: Path) -> None:
+    """Make ``staging`` the store; afterwards ``staging`` holds the previous store, if any."""
+    if not store.exists():
+        staging.rename(store)
+        return
+    if _exchange(staging, store):
+        return
+    old = _sibling(store, "old")  # fallback: a crash between these renames is undone by _recover
+    store.rename(old)
+    staging.rename(store)
+    old.rename(staging)
 
 
 def publish_group(
@@ -57,28 +136,38 @@ def publish_group(
     validate: Callable[[xr.Dataset | xr.DataTree], None] | None = None,
     encoding: dict | None = None,
 ) -> None:
-    """Write ``data`` as ``store/<group>`` atomically, replacing any previous version."""
-    store = Path(store)
+    """Write ``data`` as ``store/<group>`` atomically, replacing any previous version.
+
+    Fails (``validate``'s exception, or the write's) leaving the store byte-identical.
+    """
+    _check_group_name(group)
+    store = Path(store).resolve()
     with store_lock(store):
-        staging = _sibling(store, "staging", group)
+        staging = _sibling(store, "staging")
         try:
-            data.to_zarr(staging, mode="w-", zarr_format=3, consolidated=True, encoding=encoding)
-            if validate is not None:
-                is_tree = isinstance(data, xr.DataTree)
-                validate(xr.open_datatree(staging, engine="zarr") if is_tree else xr.open_zarr(staging))
-            target = store / group
-            trash = _sibling(store, "trash", group)
-            if target.exists():
-                target.rename(trash)
-            staging.rename(target)
-            shutil.rmtree(trash, ignore_errors=True)
+            _snapshot(store, staging, skip=group)
+            data.to_zarr(staging / group, mode="w-", zarr_format=3, consolidated=True, encoding=encoding)
+            zarr.consolidate_metadata(str(staging))
+            if validate is not None:  # read back through the root, as readers will see it
+                if isinstance(data, xr.DataTree):
+                    validate(xr.open_datatree(staging, engine="zarr", group=group))
+                else:
+                    validate(xr.open_zarr(staging, group=group))
+            _swap_in(store, staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        zarr.consolidate_metadata(str(store))
+
+
+def _recover_unlocked_view(store: Path) -> None:
+    """A reader finding no store but a store moved aside by a crashed writer repairs it first."""
+    if not store.exists() and any(store.parent.glob(f".{store.name}.old-*")):
+        with store_lock(store):
+            pass
 
 
 def list_groups(store: Path) -> list[str]:
     store = Path(store)
+    _recover_unlocked_view(store.resolve())
     if not (store / "zarr.json").exists():
         return []
     return sorted(p.name for p in store.iterdir() if p.is_dir() and (p / "zarr.json").exists())
@@ -86,9 +175,8 @@ def list_groups(store: Path) -> list[str]:
 
 def open_group(store: Path, group: str) -> xr.Dataset:
     """Lazy (Dask-backed) view of one dataset group; fails listing the groups that exist."""
-    from aemg.errors import AemgError
-
     store = Path(store)
+    _recover_unlocked_view(store.resolve())
     if not (store / group / "zarr.json").exists():
         raise AemgError(f"{store}: no group {group!r}; groups present: {list_groups(store) or 'none'}")
     return xr.open_zarr(store, group=group, consolidated=False)

@@ -31,11 +31,12 @@ _LOG_FLOOR_FRACTION = 1e-3
 _ASSIGN_ROWS = 65_536  # rows per distance block: memory stays flat for whole datasets
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StateCodebook:
     """K centroids in scaled feature space plus the scaling that maps raw features there.
 
     ``log_floor`` is 0 for features used linearly and the floor of the log for the others.
+    Arrays are stored read-only: a codebook is shared by every fold that tokenises with it.
     """
 
     centers: np.ndarray  # (k, n_features), scaled space, ordered rest -> strongest
@@ -45,6 +46,11 @@ class StateCodebook:
     feature_names: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        for name in ("centers", "scale_mean", "scale_std", "log_floor"):
+            frozen = np.array(getattr(self, name), dtype=np.float64)
+            frozen.flags.writeable = False
+            object.__setattr__(self, name, frozen)
+        object.__setattr__(self, "feature_names", tuple(self.feature_names))
         n = len(self.feature_names)
         shapes = [a.shape for a in (self.scale_mean, self.scale_std, self.log_floor)]
         if self.centers.ndim != 2 or self.centers.shape[1] != n or any(s != (n,) for s in shapes):
@@ -57,9 +63,7 @@ class StateCodebook:
 
     def scale(self, features: np.ndarray) -> np.ndarray:
         """Raw features (..., n_features) -> the space the centroids live in (float64)."""
-        z = np.array(features, dtype=np.float64)
-        logged = self.log_floor > 0
-        z[..., logged] = np.log(np.maximum(z[..., logged], self.log_floor[logged]))
+        z = _log_amplitudes(features, self.log_floor)
         z -= self.scale_mean
         z /= self.scale_std
         return z
@@ -77,12 +81,20 @@ class StateCodebook:
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> StateCodebook:
         return cls(
-            centers=np.asarray(arrays["centers"], dtype=np.float64),
-            scale_mean=np.asarray(arrays["scale_mean"], dtype=np.float64),
-            scale_std=np.asarray(arrays["scale_std"], dtype=np.float64),
-            log_floor=np.asarray(arrays["log_floor"], dtype=np.float64),
+            centers=arrays["centers"],
+            scale_mean=arrays["scale_mean"],
+            scale_std=arrays["scale_std"],
+            log_floor=arrays["log_floor"],
             feature_names=tuple(str(s) for s in np.asarray(arrays["feature_names"]).tolist()),
         )
+
+
+def _log_amplitudes(features: np.ndarray, log_floor: np.ndarray) -> np.ndarray:
+    """Float64 copy with log(max(value, floor)) for every feature whose floor is > 0."""
+    z = np.array(features, dtype=np.float64)
+    logged = log_floor > 0
+    z[..., logged] = np.log(np.maximum(z[..., logged], log_floor[logged]))
+    return z
 
 
 def _as_rows(features: np.ndarray, n_features: int) -> np.ndarray:
@@ -105,31 +117,31 @@ def fit_state_codebook(
 ) -> StateCodebook:
     """Fit K-means on training-subject feature rows (n, n_features) pooled over frames x chans.
 
-    Scaling statistics use every row (cheap); K-means sees at most ``max_samples`` rows drawn
-    at random with ``seed``, which bounds fit time without biasing the codebook toward any part
-    of the recording. Centroids are re-ordered by ascending RMS (then MAV).
+    At most ``max_samples`` rows, drawn at random with ``seed``, set the log floors, the
+    standardisation and the centroids: that bounds time and memory for whole training folds
+    without favouring any part of a recording. Centroids are re-ordered by ascending RMS (then
+    MAV), so state 0 is rest and state k-1 the strongest contraction.
     """
     rows = _as_rows(features, len(feature_names))
-    if not 1 <= k <= rows.shape[0]:
-        raise ValueError(f"need 1 <= k <= number of rows, got {k=} with {rows.shape[0]} rows")
+    if not 1 <= k <= min(rows.shape[0], max_samples):
+        raise ValueError(f"need 1 <= k <= rows used, got {k=} with {rows.shape[0]} rows, "
+                         f"{max_samples=}")
     if "rms" not in feature_names or "mav" not in feature_names:
         raise ValueError(f"ordering states needs 'rms' and 'mav' among {feature_names}")
+    if rows.shape[0] > max_samples:
+        rng = np.random.default_rng(seed)
+        rows = rows[np.sort(rng.choice(rows.shape[0], max_samples, replace=False))]
     log_floor = np.zeros(len(feature_names))
     for i, name in enumerate(feature_names):
         if name in LOG_FEATURES:
             median = float(np.median(rows[:, i]))
             log_floor[i] = _LOG_FLOOR_FRACTION * median if median > 0 else np.finfo(np.float32).tiny
-    logged = log_floor > 0
-    z = np.array(rows, dtype=np.float64)
-    z[:, logged] = np.log(np.maximum(z[:, logged], log_floor[logged]))
+    z = _log_amplitudes(rows, log_floor)
     mean = z.mean(axis=0)
     std = z.std(axis=0)
     std[std == 0] = 1.0  # a constant feature carries no information; keep it finite
     z -= mean
     z /= std
-    rng = np.random.default_rng(seed)
-    if z.shape[0] > max_samples:
-        z = z[rng.choice(z.shape[0], max_samples, replace=False)]
     km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(z)
     centers = km.cluster_centers_
     order = np.lexsort((centers[:, feature_names.index("mav")],
@@ -223,7 +235,7 @@ def consistency(
         "kappa": float(cohen_kappa_score(a, b)),
         "overlap": float(np.mean(a == b)),
         "overlap_pm1": float(np.mean(np.abs(a - b) <= 1)),
-        "n": float(a.size),
+        "n": int(a.size),
     }
 
 
@@ -242,4 +254,4 @@ def token_histogram(states: np.ndarray, k: int) -> np.ndarray:
     flat = states.reshape(n, cols).astype(np.int64)
     counts = np.bincount((flat + np.arange(cols) * k).ravel(), minlength=cols * k)
     hist = counts.reshape(cols, k) / max(n, 1)
-    return hist.reshape(states.shape[1:] + (k,))
+    return hist.reshape((*states.shape[1:], k))

@@ -1,0 +1,84 @@
+"""JSON reader on EMG-EPN-612-shaped user files (no real EPN file here: fixtures built in tests)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fixtures.builders import epn_user_json
+
+from aemg.datasets.registry import get_spec
+from aemg.errors import DatasetError
+from aemg.harmonize.readers import READERS
+from aemg.harmonize.recording import map_gestures
+from aemg.vocabulary import GESTURES, UNLABELLED
+
+TRAIN = "trainingJSON/user1/user1.json"
+TEST = "testingJSON/user1/user1.json"
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return get_spec("emg-epn-612")
+
+
+def _read(spec, root, relpath):
+    return READERS[spec.format](root / relpath, spec, spec.match(relpath), relpath)
+
+
+def test_training_user_concatenates_samples_with_ground_truth(tmp_path, spec):
+    data = epn_user_json(tmp_path / TRAIN, n_per_block=3, n_times=40)
+    raw = _read(spec, tmp_path, TRAIN)
+    assert raw.emg.shape == (6 * 40, 8) and raw.sfreq == 200.0
+    first = data["trainingSamples"]["idx_1"]["emg"]
+    np.testing.assert_array_equal(raw.emg[:40], np.column_stack([first[f"ch{c}"] for c in range(1, 9)]))
+    shared = map_gestures(spec, raw.labels, TRAIN)
+    assert np.all(shared[:40] == GESTURES["rest"])  # idx_1 noGesture: whole sample
+    fist = shared[40:80]  # idx_2 fist: gesture only inside groundTruth
+    assert np.all(fist[10:30] == GESTURES["hand_close"]) and np.all(fist[:10] == UNLABELLED) and np.all(fist[30:] == UNLABELLED)
+    assert np.all(shared[90:110] == GESTURES["wrist_flexion"])  # idx_3 waveIn
+
+
+def test_subjects_of_the_two_splits_are_distinct(spec):
+    assert spec.match(TRAIN)["subject"] != spec.match(TEST)["subject"]
+    assert len({spec.match(f)["subject"] for f in spec.data_files()}) == spec.n_subjects == 612
+
+
+def test_withheld_test_labels_read_as_unlabelled(tmp_path, spec):
+    epn_user_json(tmp_path / TEST, n_per_block=2, with_test_labels=False, n_times=30)
+    raw = _read(spec, tmp_path, TEST)
+    shared = map_gestures(spec, raw.labels, TEST)
+    assert raw.emg.shape == (4 * 30, 8) and np.all(shared[60:] == UNLABELLED)
+
+
+def test_samples_in_numeric_key_order(tmp_path, spec):
+    data = epn_user_json(tmp_path / TRAIN, n_per_block=11, n_times=5)
+    raw = _read(spec, tmp_path, TRAIN)
+    tenth = data["trainingSamples"]["idx_10"]["emg"]["ch1"]
+    np.testing.assert_array_equal(raw.emg[9 * 5 : 10 * 5, 0], tenth)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: d["trainingSamples"]["idx_1"].update(gestureName="wave"), "not in reader_options.label_names"),
+        (lambda d: d["trainingSamples"]["idx_2"]["emg"]["ch3"].pop(), "lengths"),
+        (lambda d: d["trainingSamples"]["idx_2"]["emg"].pop("ch8"), "lacks channels"),
+        (lambda d: d.pop("testingSamples"), "no sample block"),
+        (lambda d: d["trainingSamples"]["idx_2"]["groundTruth"].pop(), "groundTruth has"),
+    ],
+)
+def test_malformed_user_file_fails(tmp_path, spec, damage, message):
+    data = epn_user_json(tmp_path / TRAIN, n_per_block=2, n_times=40)
+    damage(data)
+    (tmp_path / TRAIN).write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=message):
+        _read(spec, tmp_path, TRAIN)
+
+
+def test_not_json_fails(tmp_path, spec):
+    (tmp_path / TRAIN).parent.mkdir(parents=True)
+    (tmp_path / TRAIN).write_text('{"trainingSamples": ')
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        _read(spec, tmp_path, TRAIN)
