@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from fixtures.builders import epn_user_json
 
 from aemg.datasets.registry import get_spec
 from aemg.errors import DatasetError
 from aemg.harmonize.readers import READERS
 from aemg.harmonize.recording import map_gestures
 from aemg.vocabulary import GESTURES, UNLABELLED
+
+from fixtures.builders import epn_user_json
 
 TRAIN = "trainingJSON/user1/user1.json"
 TEST = "testingJSON/user1/user1.json"

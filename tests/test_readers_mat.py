@@ -9,7 +9,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from fixtures.builders import capgmyo_mat, mat73, mcs_mat, ninapro_mat
 
 from aemg.datasets.registry import get_spec
 from aemg.errors import DatasetError
@@ -17,6 +16,8 @@ from aemg.harmonize.readers import READERS
 from aemg.harmonize.recording import harmonize_file, map_gestures
 from aemg.params import DEFAULTS
 from aemg.vocabulary import GESTURES, UNLABELLED
+
+from fixtures.builders import capgmyo_mat, mat73, mcs_mat, ninapro_mat
 
 
 def _read(spec, root, relpath):

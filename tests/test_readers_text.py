@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fixtures.builders import toro_txt
 
 from aemg.datasets.registry import get_spec
 from aemg.errors import DatasetError
 from aemg.harmonize.readers import READERS
 from aemg.harmonize.recording import map_gestures
 from aemg.vocabulary import GESTURES
+
+from fixtures.builders import toro_txt
 
 REL = "S3/2.txt"
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wfdb
-from fixtures.builders import GRABMYO_SIGNALS, grabmyo_record
 
 from aemg.datasets.registry import get_spec
 from aemg.errors import DatasetError
@@ -16,6 +15,8 @@ from aemg.harmonize.readers import READERS
 from aemg.harmonize.recording import harmonize_file, map_gestures
 from aemg.params import DEFAULTS
 from aemg.vocabulary import GESTURES
+
+from fixtures.builders import GRABMYO_SIGNALS, grabmyo_record
 
 REL = "Session2/session2_participant7/session2_participant7_gesture16_trial3.hea"
 
