@@ -109,8 +109,21 @@ def tokenize(
     store: StoreOpt = None,
     tokens: TokensOpt = None,
     dask_address: DaskOpt = None,
+    report: Annotated[bool, typer.Option("--report", help="score every detector (synthetic truth + real labels)")] = False,
 ) -> None:
     """Cut harmonized recordings into contraction-event tokens (token store)."""
+    if report:
+        from aemg.flows.common import resolve
+        from aemg.tokenize.report import write_report
+
+        loaded, paths = resolve(params, {"harmonized": store})
+        out = paths["metrics"] / "tokenize_report.json"
+        result = _run(write_report, store=paths["harmonized"], tp=loaded["tokenize"], out=out, datasets=ids)
+        for section, rows in result.items():
+            for row in rows:
+                console.print(section, json.dumps(row, default=lambda v: round(v, 3)))
+        console.print(f"written {out}")
+        return
     from aemg.flows.tokenize import tokenize_flow
 
     _print_summary(_run(tokenize_flow, datasets=ids, params_path=params, store=store, tokens=tokens, dask_address=dask_address))

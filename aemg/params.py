@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
         "max_order": 15,
         "max_tokens_per_sentence": 256,
         "min_gap_s": 0.0,
+        "hysteresis": {"floor_quantile": 0.2, "on_ratio": 3.0, "off_ratio": 1.8},
         "recordings_per_task": 64,
     },
     "pretrain": {

@@ -38,11 +38,15 @@ descendants() {  # all descendants of pid $1, deepest last
   done
 }
 
-stop_tree() {  # stop_tree PIDFILE NAME: TERM the process group and every descendant, KILL what stays
-  local file="$1" name="$2" pid pids p deadline
+ours() {  # ours PID PATTERN: the pid still runs the command we started (not a reused pid)
+  ps -o args= -p "$1" 2>/dev/null | grep -q -- "$2"
+}
+
+stop_tree() {  # stop_tree PIDFILE NAME PATTERN: TERM the process group and every descendant, KILL what stays
+  local file="$1" name="$2" pattern="$3" pid pids p deadline
   [[ -f "$file" ]] || return 0
   pid=$(cat "$file")
-  if alive "$pid"; then
+  if alive "$pid" && ours "$pid" "$pattern"; then
     # Collect the tree first: once the leader dies its children are re-parented and lost.
     pids="$pid $(descendants "$pid" | tr '\n' ' ')"
     kill -TERM -- "-$pid" 2>/dev/null || true
@@ -68,8 +72,8 @@ stop_tree() {  # stop_tree PIDFILE NAME: TERM the process group and every descen
 }
 
 stop_all() {
-  stop_tree "$SERVE_PID" serve    # serve first: it reports its runs to the server
-  stop_tree "$SERVER_PID" server
+  stop_tree "$SERVE_PID" serve "aemg.flows.serve"  # serve first: it reports its runs to the server
+  stop_tree "$SERVER_PID" server "prefect server start"
 }
 
 fail_start() {

@@ -83,9 +83,9 @@ def spec_mapping(files: dict[str, bytes | None], fmt: str = "delimited-text", **
     return mapping
 
 
-def write_dataset(folder: Path, files: dict[str, bytes]) -> Path:
-    """Write ``files`` under ``folder/hostile/``; returns the dataset root."""
-    root = folder / HOSTILE
+def write_dataset(folder: Path, files: dict[str, bytes], dataset_id: str = HOSTILE) -> Path:
+    """Write ``files`` under ``folder/<dataset_id>/``; returns the dataset root."""
+    root = folder / dataset_id
     for rel, content in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(content)

@@ -9,6 +9,7 @@ import hashlib
 import shutil
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -35,16 +36,23 @@ ZIP_NAME = "hostile-v1.zip"
 PREFIX = "hostile-v1/"
 
 
-@pytest.fixture
-def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
-    """An empty folder served over loopback HTTP; no mirror set (archives download directly)."""
-    monkeypatch.delenv("AEMG_MIRROR", raising=False)
-    folder = tmp_path / "served"
-    folder.mkdir()
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    folder = tmp_path_factory.mktemp("served")
     server, url = serve_directory(folder)
     yield folder, url
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def served(server: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """An empty folder served over loopback HTTP; no mirror set (archives download directly)."""
+    monkeypatch.delenv("AEMG_MIRROR", raising=False)
+    root, url = server
+    folder = root / tmp_path.name
+    folder.mkdir()
+    return folder, f"{url}/{folder.name}"
 
 
 def flip_byte(path: Path, at: int | None = None) -> None:
@@ -103,18 +111,38 @@ def test_missing_file_on_the_mirror_names_the_url(tmp_path: Path, served: tuple[
 
 def test_unpinned_file_is_pinned_on_first_download_then_verified(tmp_path: Path, served: tuple[Path, str]) -> None:
     folder, url = served
-    for rel, content in GOOD_FILES.items():
+    files = {f"data/s1_{i}.csv": csv_bytes(good_csv_rows(20 + i, 1)) for i in range(1, 5)}
+    for rel, content in files.items():
         (folder / HOSTILE / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / HOSTILE / rel).write_bytes(content)
-    spec = spec_from_mapping(spec_mapping(dict.fromkeys(GOOD_FILES), base_url=f"{url}/{HOSTILE}/"), "test")
+    spec = spec_from_mapping(spec_mapping(dict.fromkeys(files), base_url=f"{url}/{HOSTILE}/"), "test")
     lock = tmp_path / "datasets.lock.yaml"
     download(spec, tmp_path / "raw1", lock=lock)
-    assert lock_entries(lock) == {HOSTILE: {rel: hashlib.sha256(c).hexdigest() for rel, c in GOOD_FILES.items()}}
+    assert lock_entries(lock) == {HOSTILE: {rel: hashlib.sha256(c).hexdigest() for rel, c in files.items()}}
     (folder / HOSTILE / "data/s1_2.csv").write_bytes(csv_bytes(good_csv_rows(150, 0)))  # the source changes
     with pytest.raises(DatasetError) as err:
         download(spec, tmp_path / "raw2", lock=lock)
     assert_one_line(str(err.value), f"{HOSTILE}: data/s1_2.csv: sha256 mismatch", "download discarded")
-    assert files_under(tmp_path / "raw2") == [f"{HOSTILE}/data/s1_1.csv"]
+    assert f"{HOSTILE}/data/s1_2.csv" not in files_under(tmp_path / "raw2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["datasets.lock.yaml", "raw1", "raw2"]  # no stray files
+
+
+def test_parallel_downloads_pin_into_one_lock_file(tmp_path: Path, served: tuple[Path, str]) -> None:
+    """The harmonize flow downloads datasets in parallel tasks: no pinned hash may be lost."""
+    folder, url = served
+    specs = []
+    for name in ("hostile-a", "hostile-b", "hostile-c"):
+        files = {f"data/s1_{i}.csv": csv_bytes(good_csv_rows(20 + i, 1)) for i in range(1, 13)}
+        for rel, content in files.items():
+            (folder / name / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name / rel).write_bytes(content)
+        specs.append(spec_from_mapping(spec_mapping(dict.fromkeys(files), id=name, base_url=f"{url}/{name}/"), "test"))
+    lock = tmp_path / "datasets.lock.yaml"
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda spec: download(spec, tmp_path / "raw", lock=lock), specs))
+    assert {name: len(pins) for name, pins in lock_entries(lock).items()} == {
+        "hostile-a": 12, "hostile-b": 12, "hostile-c": 12
+    }
 
 
 def test_empty_download_is_never_pinned(tmp_path: Path, served: tuple[Path, str]) -> None:

@@ -205,3 +205,30 @@ def test_two_writers_at_once_never_corrupt_the_store(tmp_path: Path) -> None:
     after = fingerprint(store)
     assert all(after[k] == v for k, v in before.items() if not k.startswith("zarr.json"))
     assert siblings(store) == []
+
+
+def test_failed_validation_or_bad_target_leaves_the_store_identical(tmp_path: Path) -> None:
+    from aemg.errors import AemgError
+    from aemg.store import publish_group
+
+    store = copy_valid_store(tmp_path)
+    before = fingerprint(store)
+    ds = xr.open_zarr(store, group=HOSTILE, chunks=None).load()
+    for var in ds.variables.values():
+        var.encoding = {}
+
+    def reject(_):
+        raise ValueError("schema says no")
+
+    with pytest.raises(ValueError, match="schema says no"):
+        publish_group(store, HOSTILE, ds.assign(emg=ds["emg"] * 0), validate=reject)
+    with pytest.raises(ValueError, match="one path component"):
+        publish_group(store, "../escape", ds)
+    assert fingerprint(store) == before and siblings(store) == []
+    # a folder that is not a Zarr store is never swallowed
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(AemgError, match="not a Zarr v3 store"):
+        publish_group(other, HOSTILE, ds)
+    assert (other / "keep.txt").read_text() == "mine"

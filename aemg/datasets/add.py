@@ -79,7 +79,10 @@ def announce(dataset_id: str, spec_path: Path) -> bool:
     if problem is not None:
         log.warning(
             "aemg: warning: %s added, but no Prefect server answers at %s (%s); "
-            "the next scheduled harmonize run will pick it up", dataset_id, url, problem,
+            "the next scheduled harmonize run will pick it up",
+            dataset_id,
+            url,
+            problem,
         )
         return False
     event = emit_event(
@@ -88,5 +91,12 @@ def announce(dataset_id: str, spec_path: Path) -> bool:
         payload={"dataset": dataset_id, "spec": str(Path(spec_path).resolve())},
     )
     # The events worker sends in the background; a CLI process must flush before it exits.
-    EventsWorker.drain_all(timeout=EMIT_TIMEOUT_S)
+    # (Quiet its "Still processing items: 1 items remaining..." while it does.)
+    worker_log = logging.getLogger(EventsWorker.__name__)
+    level = worker_log.level
+    worker_log.setLevel(logging.ERROR)
+    try:
+        EventsWorker.drain_all(timeout=EMIT_TIMEOUT_S)
+    finally:
+        worker_log.setLevel(level)
     return event is not None

@@ -78,10 +78,12 @@ def _read_lock(lock: Path, dataset: str = "?") -> dict[str, dict[str, str]]:
 def _record_lock(lock: Path, dataset: str, key: str, digest: str) -> None:
     """Pin ``digest`` for ``dataset``/``key``; safe across threads and processes."""
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with _LOCK_MUTEX, FileLock(str(lock) + ".lock"):
+    # the mutex file lives outside the working tree: the lock file itself is committed
+    mutex = Path(tempfile.gettempdir()) / f"aemg-{hashlib.sha256(str(lock.resolve()).encode()).hexdigest()[:16]}.lock"
+    with _LOCK_MUTEX, FileLock(str(mutex)):
         entries = _read_lock(lock, dataset)
         entries.setdefault(dataset, {})[key] = digest
-        tmp = lock.with_name(f".{lock.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = lock.with_name(lock.name + ".tmp")
         tmp.write_text(yaml.safe_dump(entries, sort_keys=True))
         tmp.replace(lock)
 

@@ -32,6 +32,7 @@ from aemg.params import load_params
 
 PREFECT_YAML = Path("prefect.yaml")
 SCHEDULED = "scheduled"
+POLL_SECONDS = 2
 
 
 def declared_deployments(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
@@ -87,9 +88,7 @@ def _ready(client: Any, prefect_yaml: Path) -> str | None:
             return f"deployment {name} not registered"
         if decl["name"] == SCHEDULED and not deployment.schedules:
             return f"deployment {name} has no schedule"
-        if decl.get("triggers") and not client.read_resource_related_automations(
-            f"prefect.deployment.{deployment.id}"
-        ):
+        if decl.get("triggers") and not client.read_resource_related_automations(f"prefect.deployment.{deployment.id}"):
             return f"deployment {name} has no trigger"
     return None
 
@@ -162,7 +161,10 @@ def serve(*deployments: Any) -> None:
                 raise SystemExit(0)
             loop.call_soon_threadsafe(lambda: loop.create_task(self.astop()))
 
-    runner = _Runner(pause_on_shutdown=True)
+    # Poll for new runs every 2 s rather than Prefect's 10 s: `deployment run --watch` and
+    # triggered runs start promptly (PREFECT_RUNNER_POLL_FREQUENCY still wins when set).
+    poll = None if os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") else POLL_SECONDS
+    runner = _Runner(pause_on_shutdown=True, query_seconds=poll)
     for deployment in deployments:
         runner.add_deployment(deployment)
     print("Serving deployments:", ", ".join(f"{d.flow_name}/{d.name}" for d in deployments), flush=True)

@@ -249,7 +249,7 @@ def _train_vq_epoch(model, opt, flat, cfg, epoch, device, bar) -> dict[str, floa
         opt.step()
         totals += torch.stack([out.loss.detach(), out.recon_loss.detach(), out.vq_loss.detach()]).double() * len(idx)
         if bar is not None and (step % 10 == 0 or step == n_steps - 1):
-            rate = (step + 1) * cfg.batch_size / (time.perf_counter() - t0)
+            rate = min(n, (step + 1) * cfg.batch_size) / (time.perf_counter() - t0)
             bar[0].update(bar[1], completed=step + 1, loss=f"{float(out.loss.detach()):.4f}", rate=f"{rate:,.0f} tok/s")
     seconds = time.perf_counter() - t0
     tot = (totals / n).tolist()

@@ -29,6 +29,9 @@ class EventParams:
     max_order: int
     max_tokens_per_sentence: int
     min_gap: int
+    floor_quantile: float
+    on_ratio: float
+    off_ratio: float
 
     @classmethod
     def from_params(cls, tp: dict[str, Any], sfreq: float) -> EventParams:
@@ -44,6 +47,9 @@ class EventParams:
             max_order=int(tp["max_order"]),
             max_tokens_per_sentence=int(tp["max_tokens_per_sentence"]),
             min_gap=round(tp["min_gap_s"] * sfreq),
+            floor_quantile=float(tp["hysteresis"]["floor_quantile"]),
+            on_ratio=float(tp["hysteresis"]["on_ratio"]),
+            off_ratio=float(tp["hysteresis"]["off_ratio"]),
         )
 
 
@@ -79,19 +85,20 @@ def detect_energy(x: np.ndarray, p: EventParams) -> list[tuple[int, int]]:
 
 
 def detect_hysteresis(x: np.ndarray, p: EventParams) -> list[tuple[int, int]]:
-    """Onset/offset with two thresholds: on above mean+3σ of the baseline, off below mean+1σ.
+    """Onset/offset with hysteresis: on above ``on_ratio`` x the noise floor, off below ``off_ratio`` x.
 
-    Runs shorter than one token are dropped; the baseline is the quietest 10 % of windows, which
-    (unlike the first 10 %) is rest even when a file starts mid-contraction.
+    The floor is a low quantile of window energy, which is rest even when a file starts
+    mid-contraction (unlike AEMG's first 10 %); ratios of energy make the thresholds
+    independent of units and gain. Runs shorter than one token are dropped.
     """
     energy = window_energy(x, p.window, p.stride)
     if len(energy) == 0:
         return []
-    quiet = np.sort(energy)[: max(2, int(0.1 * len(energy)))]
-    on, off = quiet.mean() + 3 * quiet.std(), quiet.mean() + 1 * quiet.std()
+    floor = max(float(np.quantile(energy, p.floor_quantile)), np.finfo(np.float64).tiny)
+    on, off = p.on_ratio * floor, p.off_ratio * floor
     state, active = False, np.zeros(len(energy), dtype=bool)
     for i, e in enumerate(energy):
-        state = e > on if not state else e > off
+        state = e > off if state else e > on
         active[i] = state
     runs = [(a, b) for a, b in _runs(active) if (b - a - 1) * p.stride + p.window >= p.token_len]
     return _windows_to_samples(runs, p, len(x))

@@ -106,6 +106,9 @@ class _Workspace:
         self.plane = np.empty((max_len, n_chans), np.float32)
         self.plane2 = np.empty((max_len, n_chans), np.float32)
         self.blocks = np.empty((max_len // self.block, n_chans), np.float32)
+        # Feature-major, so each feature is written contiguously; one transposing copy per chunk
+        # produces the (frames, chans, features) output.
+        self.feat = np.empty((N_FEATURES, max_frames, n_chans), np.float32)
 
         n_bins = window // 2 + 1
         rows = max_frames * n_chans
@@ -138,7 +141,7 @@ class _Workspace:
 
     def time_features(self, ext: np.ndarray, n_frames: int, out: np.ndarray, zc_threshold: float,
                       ssc_threshold: float, wamp_threshold: float) -> None:
-        """RMS, ZC, SSC, WL, MAV, WAMP, AR1 for ``n_frames`` windows of ``ext[1:-1]``.
+        """RMS, ZC, SSC, WL, MAV, WAMP, AR1 of ``n_frames`` windows of ``ext[1:-1]`` -> out[:7].
 
         ``ext`` holds one extra sample on each side (the neighbours of the chunk, or edge
         copies at the ends of the recording). A quantity indexed by sample n that involves
@@ -155,7 +158,7 @@ class _Workspace:
         prod = np.multiply(x, x_prev, out=self.prod[:n])
         plane, plane2 = self.plane[:n], self.plane2[:n]
 
-        rms, zc, ssc, wl, mav, wamp, ar1 = (out[..., i] for i in range(7))
+        rms, zc, ssc, wl, mav, wamp, ar1 = out[:7]
 
         sum_sq = self.window_sum(np.square(x, out=plane), rms)
         den = 2 * sum_sq - np.square(x[starts]) - np.square(x[ends])  # sum x[n]^2 + x[n-1]^2
@@ -189,7 +192,7 @@ class _Workspace:
         wamp -= plane[starts]
 
     def spectral_features(self, x: np.ndarray, n_frames: int, out: np.ndarray) -> None:
-        """MNF, MDF, PSR from one rFFT per window of ``x`` (the chunk's samples).
+        """MNF, MDF, PSR from one rFFT per window of ``x`` (the chunk's samples) -> out[7:].
 
         ``scipy.fft`` runs several same-length transforms at once in SIMD lanes (about 6x
         numpy's ``np.fft`` here) and, transforming along axis 0 of the (W, frames, chans)
@@ -221,30 +224,26 @@ class _Workspace:
         k = np.add.reduce(np.less(cum[1:], half, out=mask), axis=0, dtype=self.rank.dtype)
         at = k.astype(np.intp)
         at *= rows
-        at += cols  # flat index of (k, window) in power; of (k, window) = cum up to k-1 in cum
+        at += cols  # flat index of bin k: power[k] in power, power up to bin k-1 in cum
         frac = np.divide(half - flat_cum[at], flat_power[at], out=np.zeros_like(half), where=ok)
         np.clip(frac, 0.0, 1.0, out=frac)  # only rounding in cum can push it outside
         frac += k
         frac -= np.float32(0.5)
         frac *= np.float32(self.bin_hz)
-        np.copyto(out[..., 8], frac.reshape(shape))
+        np.copyto(out[8], frac.reshape(shape))
 
         # PSR: power within +-psr_half_bins of the peak (the lowest-frequency peak wins ties)
         np.equal(power, power.max(axis=0), out=mask)
         peak = m - np.multiply(mask, self.rank, out=ranked).max(axis=0).astype(np.intp)
-        hi = np.minimum(peak + (self.psr_half_bins + 1), m)
-        hi *= rows
-        hi += cols
-        np.maximum(peak - self.psr_half_bins, 0, out=peak)
-        peak *= rows
-        peak += cols
-        band = flat_cum[hi]
-        band -= flat_cum[peak]
+        lo = np.maximum(peak - self.psr_half_bins, 0) * rows + cols
+        hi = np.minimum(peak + self.psr_half_bins + 1, m) * rows + cols
+        band = flat_cum[hi] - flat_cum[lo]
 
         mnf = _sum_rows(np.multiply(power, self.freqs, out=weighted))
-        np.divide(mnf.reshape(shape), total.reshape(shape), out=out[..., 7], where=ok.reshape(shape))
-        np.divide(band.reshape(shape), total.reshape(shape), out=out[..., 9], where=ok.reshape(shape))
-        np.copyto(out[..., 7:10], 0.0, where=~ok.reshape(shape)[..., None])
+        ok, total = ok.reshape(shape), total.reshape(shape)  # per (frame, channel) from here
+        np.divide(mnf.reshape(shape), total, out=out[7], where=ok)
+        np.divide(band.reshape(shape), total, out=out[9], where=ok)
+        np.copyto(out[7:], 0.0, where=~ok)  # a window without spectrum has no MNF, MDF, PSR
 
 
 def window_features(
@@ -295,7 +294,8 @@ def window_features(
         if any(pad):
             ext = np.pad(ext, (pad, (0, 0)), mode="edge")
         ext = np.asarray(ext, dtype=np.float32)
-        chunk_out = out[f0:f0 + count]
-        ws.time_features(ext, count, chunk_out, zc_threshold, ssc_threshold, wamp_threshold)
-        ws.spectral_features(ext[1:-1], count, chunk_out)
+        feat = ws.feat[:, :count]
+        ws.time_features(ext, count, feat, zc_threshold, ssc_threshold, wamp_threshold)
+        ws.spectral_features(ext[1:-1], count, feat)
+        np.copyto(out[f0:f0 + count], feat.transpose(1, 2, 0))
     return out

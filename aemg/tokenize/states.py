@@ -59,6 +59,7 @@ class StateCodebook:
 
     @property
     def k(self) -> int:
+        """Number of states; derived from ``centers`` so the two can never disagree."""
         return int(self.centers.shape[0])
 
     def scale(self, features: np.ndarray) -> np.ndarray:
@@ -80,6 +81,7 @@ class StateCodebook:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> StateCodebook:
+        """Inverse of :meth:`to_arrays` (accepts anything array-like, e.g. Zarr arrays)."""
         return cls(
             centers=arrays["centers"],
             scale_mean=arrays["scale_mean"],
