@@ -46,6 +46,14 @@ def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
         raise typer.Exit(1) from None
 
 
+def _check_ids(ids: list[str] | None) -> None:
+    """Refuse unknown dataset ids before any flow (and its Prefect server) starts."""
+    from aemg.datasets.registry import get_spec
+
+    for dataset_id in ids or []:
+        _run(get_spec, dataset_id=dataset_id)
+
+
 def _print_summary(results: dict[str, Any]) -> None:
     for name, summary in results.items():
         console.print(f"[bold]{name}[/bold]: {json.dumps(summary, default=str)}")
@@ -81,6 +89,8 @@ def download(ids: IdsArg = None, params: ParamsOpt = "params.yaml", mirror: Mirr
     """Download datasets, verifying every file's sha256."""
     from aemg.flows.harmonize import download_flow
 
+    _check_ids(ids)
+
     _print_summary(_run(download_flow, datasets=ids, params_path=params, mirror=mirror))
 
 
@@ -95,6 +105,8 @@ def harmonize(
 ) -> None:
     """Download and harmonize datasets into the harmonized Zarr store."""
     from aemg.flows.harmonize import harmonize_flow
+
+    _check_ids(ids)
 
     _print_summary(
         _run(harmonize_flow, datasets=ids, params_path=params, store=store, mirror=mirror,
@@ -125,6 +137,8 @@ def tokenize(
         console.print(f"written {out}")
         return
     from aemg.flows.tokenize import tokenize_flow
+
+    _check_ids(ids)
 
     _print_summary(_run(tokenize_flow, datasets=ids, params_path=params, store=store, tokens=tokens, dask_address=dask_address))
 

@@ -62,11 +62,6 @@ def test_datasets_prints_the_registry_table(cli, shared_data: Path) -> None:
         assert column in result.stdout
 
 
-# Today the id is only looked up inside the flow's task: the command starts Prefect's ephemeral
-# server, retries the task twice and prints pages of tracebacks before its last line (~30 s).
-# aemg/cli.py should check ids against the registry first (get_spec per id inside _run); then
-# this test passes and strict xfail turns red until this marker is removed.
-@pytest.mark.xfail(strict=True, reason="aemg/cli.py does not yet refuse unknown ids before starting a flow")
 @pytest.mark.parametrize("command", ["download", "harmonize"])
 def test_unknown_dataset_id_is_one_line_listing_the_ids(
     cli, command: str, shared_data: Path, monkeypatch: pytest.MonkeyPatch

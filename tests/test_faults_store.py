@@ -139,13 +139,19 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple
         marker = folder / point / "marker"
         runs[point] = (store, before, marker, start_writer(script, store, HOSTILE, [HOSTILE], point, marker))
     out = {}
-    for point, (store, before, marker, proc) in runs.items():
-        wait_for(marker, proc)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-        assert marker.read_text() == point
-        out[point] = (store, before, marker.name)
-    yield out
+    try:
+        for point, (store, before, marker, proc) in runs.items():
+            wait_for(marker, proc)
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(timeout=30) == -signal.SIGKILL
+            assert marker.read_text() == point
+            out[point] = (store, before, marker.name)
+        yield out
+    finally:  # never leave a sleeping writer behind
+        for *_, proc in runs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
@@ -191,11 +197,17 @@ def test_two_writers_at_once_never_corrupt_the_store(tmp_path: Path) -> None:
         marker = tmp_path / name
         targets = [name, "both", name, "both"]
         procs[name] = (start_writer(script, store, HOSTILE, targets, "none", marker, str(go)), marker)
-    for proc, marker in procs.values():
-        wait_for(marker.parent / (marker.name + ".ready"), proc)
-    go.touch()  # both are imported and loaded: release them together
-    for proc, marker in procs.values():
-        assert proc.wait(timeout=120) == 0, marker.with_suffix(".log").read_text()
+    try:
+        for proc, marker in procs.values():
+            wait_for(marker.parent / (marker.name + ".ready"), proc)
+        go.touch()  # both are imported and loaded: release them together
+        for proc, marker in procs.values():
+            assert proc.wait(timeout=120) == 0, marker.with_suffix(".log").read_text()
+    finally:
+        for proc, _ in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     tree = assert_store_valid(store)
     assert sorted(tree.children) == sorted(["myo-armband-cote-allard", "unibo-inail", HOSTILE, "w1", "w2", "both"])
     base = tree[HOSTILE]["emg"].values

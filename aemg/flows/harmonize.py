@@ -6,17 +6,30 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from aemg.datasets.download import download
 from aemg.datasets.registry import get_spec, user_spec_files
 from aemg.datasets.spec import load_spec
+from aemg.errors import DatasetError
 from aemg.flows.common import resolve, run_per_dataset
 from aemg.flows.dask_map import MapFn, dask_map
 from aemg.harmonize.dataset import select_files
 from aemg.harmonize.stage import harmonize_one
 
 
-@task(retries=2, retry_delay_seconds=2)
+def _transient(task, task_run, state) -> bool:
+    """Retry network trouble only: a DatasetError (bad hash, unknown id, manual access) is final."""
+    try:
+        state.result()
+    except DatasetError as exc:
+        return "download from" in exc.reason
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def download_task(dataset_id: str, raw: Path, mirror: str | None, subjects: dict[str, list[str]]) -> str:
     """Fetch a dataset, or only the files of the subjects ``params.yaml`` selects."""
     spec = get_spec(dataset_id)
@@ -26,7 +39,7 @@ def download_task(dataset_id: str, raw: Path, mirror: str | None, subjects: dict
     return str(download(spec, raw, mirror=mirror, files=wanted))
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def harmonize_task(
     dataset_id: str, raw: Path, store: Path, params: dict[str, Any], map_fn: MapFn, only_changed: bool
 ) -> dict[str, Any]:

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from aemg.flows.common import resolve
 from aemg.store import list_groups
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def pretrain_task(tokens: Path, models: Path, evaluated: str, sources: list[str], pp: dict[str, Any], resume: bool) -> dict[str, Any]:
     from aemg.model.stage import pretrain_without
 

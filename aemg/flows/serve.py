@@ -94,13 +94,13 @@ def _ready(client: Any, prefect_yaml: Path) -> str | None:
 
 
 def _alive(pid: int) -> bool:
+    """Running, and not a zombie (a dead serve stays one until the script reaps it)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check(wait: float = 0.0, pid: int | None = None, prefect_yaml: Path = PREFECT_YAML) -> int:

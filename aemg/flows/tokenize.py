@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from aemg.flows.common import resolve, run_per_dataset
 from aemg.flows.dask_map import MapFn, dask_map
@@ -13,7 +14,7 @@ from aemg.store import list_groups
 from aemg.tokenize.stage import tokenize_one
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def tokenize_task(dataset_id: str, harmonized: Path, tokens: Path, tp: dict[str, Any], map_fn: MapFn) -> dict[str, Any]:
     return tokenize_one(harmonized, tokens, dataset_id, tp, map_fn)
 
