@@ -24,7 +24,7 @@ def _transient(task, task_run, state) -> bool:
         state.result()
     except DatasetError as exc:
         return "download from" in exc.reason
-    except Exception:  # noqa: BLE001 - anything else may be transient
+    except Exception:
         return True
     return False
 
