@@ -15,3 +15,6 @@ class DatasetError(AemgError):
         where = f"{dataset}" + (f": {file}" if file else "")
         message = f"{where}: {reason}" + (f" Fix: {fix}" if fix else "")
         super().__init__(message)
+
+    def __reduce__(self):  # pickles across Dask workers with its fields, not just the message
+        return (type(self), (self.dataset, self.reason, self.file, self.fix))

@@ -177,10 +177,6 @@ def test_one_bad_dataset_fails_alone(env: dict) -> None:
     assert sorted(set(myo["subject"].values.tolist())) == ["Female0", "Female1", "Male0"]  # re-harmonized: 3 subjects
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flows/harmonize.py runs every download before any harmonize and run_per_dataset raises on the first "
-    "failed download, so one dataset refused at download (wrong hash) stops the others"
-))
 def test_one_dataset_refused_at_download_fails_alone(env: dict, shared_data: Path) -> None:
     bad = env["mirror"] / UNIBO
     bad.unlink()

@@ -19,18 +19,31 @@ def resolve(params_path: str | None, overrides: dict[str, str | None]) -> tuple[
     return params, paths
 
 
-def run_per_dataset(task: Callable[..., Any], datasets: list[str], *args: Any) -> dict[str, Any]:
-    """Submit one task per dataset; a failing dataset fails alone and is reported at the end."""
+def run_per_dataset(
+    task: Callable[..., Any], datasets: list[str], *args: Any, failures: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Submit one task per dataset; a failing dataset fails alone and is reported at the end.
+
+    With ``failures`` given, failed datasets are recorded there (dataset -> message) and not raised,
+    so that a caller can run a next stage on the datasets that succeeded.
+    """
     futures = {ds: task.with_options(name=f"{task.name}-{ds}").submit(ds, *args) for ds in datasets}
-    results, failures = {}, {}
+    results, failed = {}, {}
     for ds, future in futures.items():
         try:
             results[ds] = future.result()
         except Exception as exc:
-            failures[ds] = str(exc)
+            failed[ds] = str(exc)
     logger = get_run_logger()
     for ds, summary in results.items():
         logger.info("%s: %s", ds, summary)
-    if failures:
-        raise AemgError("; ".join(failures.values()) + f" ({len(results)} other dataset(s) succeeded)")
+    if failures is not None:
+        failures.update(failed)
+    elif failed:
+        raise_failures(failed, len(results))
     return results
+
+
+def raise_failures(failures: dict[str, str], n_succeeded: int) -> None:
+    if failures:
+        raise AemgError("; ".join(failures.values()) + f" ({n_succeeded} other dataset(s) succeeded)")

@@ -12,7 +12,7 @@ from aemg.datasets.download import download
 from aemg.datasets.registry import get_spec, user_spec_files
 from aemg.datasets.spec import load_spec
 from aemg.errors import DatasetError
-from aemg.flows.common import resolve, run_per_dataset
+from aemg.flows.common import raise_failures, resolve, run_per_dataset
 from aemg.flows.dask_map import MapFn, dask_map
 from aemg.harmonize.dataset import select_files
 from aemg.harmonize.stage import harmonize_one
@@ -78,6 +78,12 @@ def harmonize_flow(
     datasets = datasets or params["datasets"]
     if all_registered:
         datasets = sorted(set(datasets) | {load_spec(path).id for path in user_spec_files()})
-    run_per_dataset(download_task, datasets, paths["raw"], mirror, params["subjects"])
+    failures: dict[str, str] = {}
+    run_per_dataset(download_task, datasets, paths["raw"], mirror, params["subjects"], failures=failures)
+    downloaded = [d for d in datasets if d not in failures]
     with dask_map(dask_address) as map_fn:
-        return run_per_dataset(harmonize_task, datasets, paths["raw"], paths["harmonized"], params, map_fn, only_changed)
+        results = run_per_dataset(
+            harmonize_task, downloaded, paths["raw"], paths["harmonized"], params, map_fn, only_changed, failures=failures
+        )
+    raise_failures(failures, len(results))
+    return results

@@ -107,6 +107,13 @@ def read_delimited(path: Path, spec: DatasetSpec, fields: dict[str, str], relpat
     non_numeric = [c for c in expected if not pd.api.types.is_numeric_dtype(table[c])]
     if non_numeric:
         raise DatasetError(spec.id, f"non-numeric values in columns {non_numeric}", file=relpath)
+    required = [c for c in (label_col, time_col) if c]
+    incomplete = table[required].isna().any(axis=1).to_numpy()
+    if incomplete.any():
+        line = int(np.flatnonzero(incomplete)[0]) + (2 if header else 1)
+        raise DatasetError(
+            spec.id, f"line {line}: no value in {required} (a row with too few fields?)", file=relpath
+        )
     emg = table[channel_cols].to_numpy(np.float64)
     labels = (
         table[label_col].to_numpy(np.int64)
