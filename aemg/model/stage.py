@@ -14,7 +14,7 @@ import numpy as np
 
 from aemg.errors import AemgError
 from aemg.model.config import preset
-from aemg.model.store_io import load_tokenset, split_by_subject
+from aemg.model.store_io import limit_patches, load_tokenset, split_by_subject
 from aemg.model.train import pretrain
 
 SCALAR_METRICS = (
@@ -43,6 +43,8 @@ def pretrain_without(
         if len(ts.tokens) == 0:
             continue
         train, heldout = split_by_subject(ts, float(pp["heldout_fraction"]), int(pp["seed"]))
+        train = limit_patches(train, int(pp["max_patches_per_dataset"]), int(pp["seed"]))
+        heldout = limit_patches(heldout, int(pp["max_patches_per_dataset"]) // 4, int(pp["seed"]))
         train_sets.append(train)
         if len(heldout.tokens):
             heldout_sets.append(heldout)

@@ -55,3 +55,18 @@ def subset(ts: TokenSet, mask: np.ndarray) -> TokenSet:
         tokens=ts.tokens[mask], positions=ts.positions, sentence=ts.sentence[mask], order=ts.order[mask],
         onset=ts.onset[mask], subject=ts.subject[mask], dataset=ts.dataset,
     )
+
+
+def limit_patches(ts: TokenSet, max_patches: int, seed: int) -> TokenSet:
+    """Whole sentences, drawn at random, until ``max_patches`` (events x channels) are reached.
+
+    Bounds pre-training cost per dataset (a 64-channel array would otherwise dominate) while
+    keeping sentences intact for masked-token modelling.
+    """
+    n_chans = ts.tokens.shape[1]
+    if max_patches <= 0 or len(ts.tokens) * n_chans <= max_patches:
+        return ts
+    sentences, sizes = np.unique(ts.sentence, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(sentences))
+    kept = order[np.cumsum(sizes[order] * n_chans) <= max_patches]
+    return subset(ts, np.isin(ts.sentence, sentences[kept]))
