@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
         "overrides": {},
         "exclude_datasets": [],
         "heldout_fraction": 0.2,
-        "max_patches_per_dataset": 20000,
+        "max_patches_per_dataset": 8000,  # 0 = no cap (GPU presets)
         "seed": 0,
     },
     "evaluate": {
