@@ -122,8 +122,32 @@ def tokenize(
     tokens: TokensOpt = None,
     dask_address: DaskOpt = None,
     report: Annotated[bool, typer.Option("--report", help="score every detector (synthetic truth + real labels)")] = False,
+    select_k: Annotated[
+        bool, typer.Option("--select-k", help="muscle-state K-means: SSE and PNMI for each K (metrics/tokenize_select_k.json)")
+    ] = False,
+    consistency: Annotated[
+        bool,
+        typer.Option("--consistency", help="muscle-state tokens: kappa and overlap per held-out subject (metrics/tokenize_consistency.json)"),
+    ] = False,
 ) -> None:
-    """Cut harmonized recordings into contraction-event tokens (token store)."""
+    """Cut harmonized recordings into contraction-event and muscle-state tokens (token store)."""
+    if select_k or consistency:
+        from aemg.flows.common import resolve
+        from aemg.flows.dask_map import dask_map
+        from aemg.tokenize.state_reports import write_consistency_report, write_select_k_report
+
+        loaded, paths = resolve(params, {"harmonized": store})
+        wanted = [("tokenize_select_k.json", write_select_k_report)] if select_k else []
+        wanted += [("tokenize_consistency.json", write_consistency_report)] if consistency else []
+        with dask_map(dask_address) as map_fn:
+            for name, write in wanted:
+                out = paths["metrics"] / name
+                result = _run(write, store=paths["harmonized"], tp=loaded["tokenize"], out=out, datasets=ids, map_fn=map_fn)
+                for entry in result["datasets"]:
+                    brief = {k: v for k, v in entry.items() if k not in ("rows", "train_subjects", "heldout_subjects")}
+                    console.print(result["report"], json.dumps(brief))
+                console.print(f"written {out}")
+        return
     if report:
         from aemg.flows.common import resolve
         from aemg.tokenize.report import write_report

@@ -1,8 +1,19 @@
 """Tokenize a harmonized dataset group, one task per block of recordings.
 
 Tasks receive the store path and recording indices, not arrays, so a Dask worker reads only
-its own slice of the store. Two passes: per-subject channel RMS (the z-score divisor, a
-label-free per-user calibration), then events and tokens.
+its own slices of the store. Three passes over the recordings:
+
+1. per recording, the per-channel power of the raw signal (its per-subject sum is the events'
+   z-score divisor, a label-free per-user calibration) and of the band-passed signal (the
+   training subjects' RMS sets the muscle-state feature thresholds); streamed in time blocks;
+2. a seeded sample of the training subjects' feature rows, pooled in the driver to fit the
+   muscle-state codebook (training subjects only);
+3. events and tokens, and the muscle-state of every frame and channel.
+
+Results are small (index rows, 50-sample tokens, int16 states) and are gathered by the driver,
+which writes the token store once (see :mod:`aemg.tokenize.stage`): no two tasks ever write,
+let alone share a chunk. Every task is a pure function of the store and the parameters, so a
+task re-run after its worker died returns the same bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +30,18 @@ from aemg.harmonize.dataset import recording_table_from
 from aemg.schemas import EventTable
 from aemg.store import open_group
 from aemg.tokenize.events import EventParams, detect, tokens_from_events
+from aemg.tokenize.state_tokens import (
+    StateParams,
+    StatePlan,
+    fit_codebook,
+    gather_sample,
+    open_recordings,
+    plan_states,
+    recording_power,
+    recording_states,
+    sample_probabilities,
+    states_dataset,
+)
 
 MapFn = Callable[..., Iterable[Any]]
 
@@ -27,33 +50,43 @@ def blocks(n_recordings: int, per_task: int) -> list[list[int]]:
     return [list(range(i, min(i + per_task, n_recordings))) for i in range(0, n_recordings, per_task)]
 
 
-def _recording(ds: xr.Dataset, table: pd.DataFrame, rec: int) -> tuple[np.ndarray, np.ndarray]:
-    row = table.iloc[rec]
-    span = slice(int(row.offset), int(row.offset + row.n_times))
-    return ds["emg"][span].values, ds["gesture"][span].values
-
-
-def block_power(store: Path, group: str, recs: list[int]) -> list[tuple[int, np.ndarray, int]]:
-    """Sum of squares per channel and sample count of each recording in the block."""
-    ds = open_group(store, group)
-    table = recording_table_from(ds)
+def block_power(store: Path, group: str, recs: list[int], tp: dict[str, Any] | None = None
+                ) -> list[tuple[int, np.ndarray, int, np.ndarray, int]]:
+    """Pass 1: (recording, raw sum of squares per channel, n_times, band-passed sum of squares
+    per channel, band-passed samples) for each recording in the block, streamed in time blocks.
+    Without ``tp`` (no states wanted) the band-passed part is zeros."""
+    data = open_recordings(store, group)
+    sp = None if tp is None else StateParams.from_params(tp, data.sfreq)
     out = []
     for rec in recs:
-        x, _ = _recording(ds, table, rec)
-        out.append((rec, (x.astype(np.float64) ** 2).sum(axis=0), len(x)))
+        emg, _, n_times = data.span(rec)
+        raw, bp, n_bp = recording_power(emg, n_times, data.n_chans, sp)
+        out.append((rec, raw, n_times, bp, n_bp))
     return out
 
 
 def block_tokens(
-    store: Path, group: str, recs: list[int], tp: dict[str, Any], scales: dict[str, np.ndarray]
-) -> list[tuple[int, dict[str, np.ndarray]]]:
-    ds = open_group(store, group)
-    table = recording_table_from(ds)
-    p = EventParams.from_params(tp, float(ds.attrs["sfreq"]))
+    store: Path,
+    group: str,
+    recs: list[int],
+    tp: dict[str, Any],
+    scales: dict[str, np.ndarray],
+    plan: StatePlan | None = None,
+) -> list[tuple[int, dict[str, np.ndarray], tuple[np.ndarray, np.ndarray] | None]]:
+    """Pass 3: (recording, event tokens, (states, frame gesture) or None) per recording."""
+    data = open_recordings(store, group)
+    p = EventParams.from_params(tp, data.sfreq)
     out = []
     for rec in recs:
-        x, gesture = _recording(ds, table, rec)
-        out.append((rec, tokens_from_events(x, gesture, detect(x, p), p, scales[table.subject.iloc[rec]])))
+        read_emg, read_gesture, n_times = data.span(rec)
+        x, gesture = read_emg(0, n_times), read_gesture(0, n_times)  # the event detectors need it whole
+        events = tokens_from_events(x, gesture, detect(x, p), p, scales[data.table.subject.iloc[rec]])
+        states = None
+        if plan is not None:
+            assert plan.codebook is not None
+            states = recording_states(lambda a, b, x=x: x[a:b], lambda a, b, g=gesture: g[a:b], n_times,
+                                      data.n_chans, plan.sp, plan.thr, plan.codebook)
+        out.append((rec, events, states))
     return out
 
 
@@ -71,17 +104,50 @@ def subject_scales(table: pd.DataFrame, powers: Iterable[tuple[int, np.ndarray, 
     return scales
 
 
-def tokenize_dataset(store: Path, group: str, tp: dict[str, Any], map_fn: MapFn = map) -> xr.Dataset:
-    """The ``events`` table of one dataset as an xarray Dataset along ``event``."""
+def _gather(map_fn: MapFn, fn: Callable[[list[int]], list[Any]], parts: list[list[int]]) -> list[Any]:
+    items = [item for chunk in map_fn(fn, parts) for item in chunk]
+    items.sort(key=lambda item: item[0])
+    return items
+
+
+def state_plan(store: Path, group: str, tp: dict[str, Any], map_fn: MapFn = map,
+               powers: list[tuple[int, np.ndarray, int, np.ndarray, int]] | None = None) -> StatePlan:
+    """Passes 1-2 and the fit: subject split, thresholds and the training-subject codebook."""
+    ds = open_group(store, group)
+    table = recording_table_from(ds)
+    per_task = int(tp["recordings_per_task"])
+    if powers is None:
+        powers = _gather(map_fn, lambda recs: block_power(store, group, recs, tp), blocks(len(table), per_task))
+    plan = plan_states(group, table, tp, float(ds.attrs["sfreq"]), {rec: (bp, n) for rec, _, _, bp, n in powers})
+    train_recs = [int(r) for r in np.flatnonzero(table.subject.isin(plan.train).to_numpy())]
+    probs = sample_probabilities(table, train_recs, plan.sp, ds.sizes["channel"], plan.sp.max_train_rows)
+    sample = gather_sample(map_fn, store, group, tp, train_recs, probs, plan.thr, per_task)
+    plan.codebook = fit_codebook(plan, sample)
+    return plan
+
+
+def tokenize_group(store: Path, group: str, tp: dict[str, Any], map_fn: MapFn = map, states: bool = True
+                   ) -> dict[str, xr.Dataset]:
+    """``{"events": ..., "states": ...}`` of one dataset (``states`` left out when False)."""
     ds = open_group(store, group)
     table = recording_table_from(ds)
     sfreq = float(ds.attrs["sfreq"])
     parts = blocks(len(table), int(tp["recordings_per_task"]))
-    powers = [item for chunk in map_fn(lambda recs: block_power(store, group, recs), parts) for item in chunk]
-    scales = subject_scales(table, powers)
-    results = [item for chunk in map_fn(lambda recs: block_tokens(store, group, recs, tp, scales), parts) for item in chunk]
-    results.sort(key=lambda item: item[0])
-    return events_dataset(ds, table, results, sfreq, tp)
+    tp = dict(tp)
+    state_tp = tp if states else None
+    powers = _gather(map_fn, lambda recs: block_power(store, group, recs, state_tp), parts)
+    scales = subject_scales(table, [(rec, raw, n) for rec, raw, n, _, _ in powers])
+    plan = state_plan(store, group, tp, map_fn, powers) if states else None
+    results = _gather(map_fn, lambda recs: block_tokens(store, group, recs, tp, scales, plan), parts)
+    out = {"events": events_dataset(ds, table, [(rec, tok) for rec, tok, _ in results], sfreq, tp)}
+    if plan is not None:
+        out["states"] = states_dataset(ds, table, plan, [(rec, *st) for rec, _, st in results])
+    return out
+
+
+def tokenize_dataset(store: Path, group: str, tp: dict[str, Any], map_fn: MapFn = map) -> xr.Dataset:
+    """The ``events`` table of one dataset as an xarray Dataset along ``event`` (no states)."""
+    return tokenize_group(store, group, tp, map_fn, states=False)["events"]
 
 
 def events_dataset(

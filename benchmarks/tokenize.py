@@ -1,0 +1,389 @@
+"""Tokenizer benchmark: ten features vs LibEMG and an rFFT floor, events, Dask scaling, peak memory.
+
+Run from the repository root (as a module: this file's name shadows the standard library's
+``tokenize`` when run as a script)::
+
+    .venv/bin/python -m benchmarks.tokenize                 # 16 ch x 10 min at 2 kHz
+    .venv/bin/python -m benchmarks.tokenize --minutes 1     # smaller input
+
+One run, one synthetic input (band-limited noise with contraction bursts, seeded):
+
+(a) the ten features of :func:`aemg.tokenize.features.window_features` (50 ms windows, 25 ms
+    stride) against LibEMG's ``FeatureExtractor`` (its nine overlapping features: RMS, ZC, SSC,
+    WL, MAV, WAMP, AR(1), MNF, MDF; LibEMG has no PSR) on identical windows, and against a
+    floor of one rFFT per window (same chunking as ours) in this process. LibEMG pins numpy<2,
+    so it cannot live in the project's venv: it runs in its own venv
+    (``--libemg-python``, default ``~/.cache/aemg/libemg-venv/bin/python``;
+    ``--install-libemg`` creates it with ``pip install libemg``). The input is handed over as
+    a .npy file; that process times LibEMG's ``extract_features`` on the materialised windows
+    (as LibEMG's own ``get_windows`` returns them) and, as a cross-check, our features too.
+(b) the contraction-event tokenizer (``detect`` + ``tokens_from_events``, AEMG defaults).
+(c) ``tokenize_group`` (events + muscle states, three passes) of a synthetic store on a
+    LocalCluster with 1 and then 2 single-threaded workers, warm (imports done), same input;
+    beside it the same number of tasks of fixed pure-CPU work (``cpu_ceiling_2_workers``):
+    on a shared 2-core machine this ceiling, not the tokenizer, bounds ``scaling_2_workers``.
+(d) peak RSS of this process and of every Dask worker.
+
+Throughputs are input samples (time x channels) per second; each timing is the best of
+``--repeats``. The last line is one JSON object with ``speedup_vs_libemg``,
+``ratio_to_fft_floor``, ``scaling_2_workers`` and ``peak_rss_mb`` (plus the details).
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__" and not __package__:
+    sys.exit("run as a module from the repository root: python -m benchmarks.tokenize")
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import fft as sp_fft
+from scipy import signal
+
+DEFAULT_LIBEMG_PYTHON = Path.home() / ".cache" / "aemg" / "libemg-venv" / "bin" / "python"
+FEATURES_FILE = Path(__file__).resolve().parents[1] / "aemg" / "tokenize" / "features.py"
+WAMP_THRESHOLD = 0.5  # x signal RMS (the input has unit RMS at rest x 1)
+
+
+def synthetic_input(minutes: float, sfreq: float, n_chans: int, seed: int = 0) -> np.ndarray:
+    """(n_times, n_chans) float32: 20-450 Hz noise whose amplitude steps between rest and bursts."""
+    rng = np.random.default_rng(seed)
+    n = int(minutes * 60 * sfreq)
+    sos = signal.butter(4, [20.0, min(450.0, 0.45 * sfreq)], btype="bandpass", fs=sfreq, output="sos")
+    zi = np.zeros((sos.shape[0], 2, n_chans))
+    out = np.empty((n, n_chans), np.float32)
+    step = 1 << 16
+    for a in range(0, n, step):
+        noise = rng.standard_normal((min(step, n - a), n_chans))
+        y, zi = signal.sosfilt(sos, noise, axis=0, zi=zi)
+        out[a:a + len(y)] = y
+    seg = int(0.5 * sfreq)  # every 0.5 s: rest (0.1) or a contraction (1..4) with per-channel gains
+    n_seg = (n + seg - 1) // seg
+    burst = rng.random(n_seg) < 0.4
+    levels = np.where(burst[:, None], rng.uniform(1, 4, (n_seg, 1)) * rng.uniform(0.3, 1, (n_seg, n_chans)), 0.1)
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        out[a:b] *= levels[np.arange(a, b) // seg].astype(np.float32)
+    out /= out.std()
+    return out
+
+
+def best_of(repeats: int, fn: Any) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def fft_floor(x: np.ndarray, window: int, stride: int, chunk_frames: int = 256) -> int:
+    """One rFFT per window, nothing else, in the same chunks and layout as ``window_features``."""
+    n_frames = 1 + (len(x) - window) // stride
+    bins = 0
+    for f0 in range(0, n_frames, chunk_frames):
+        count = min(chunk_frames, n_frames - f0)
+        seg = x[f0 * stride:(f0 + count - 1) * stride + window]
+        windows = sliding_window_view(seg, window, axis=0)[::stride]
+        bins += sp_fft.rfft(windows.transpose(2, 0, 1), axis=0).shape[0]
+    return bins
+
+
+LIBEMG_SCRIPT = textwrap.dedent('''
+    import importlib.util, json, resource, sys, time
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+    path, features_file, fs, window, stride, wamp, repeats = sys.argv[1:8]
+    fs, window, stride, wamp, repeats = float(fs), int(window), int(stride), float(wamp), int(repeats)
+    x = np.load(path)
+    t = time.perf_counter()
+    from libemg.feature_extractor import FeatureExtractor
+    import_s = time.perf_counter() - t
+    windows = np.ascontiguousarray(sliding_window_view(x, window, axis=0)[::stride])  # (n_windows, chans, window)
+    fe = FeatureExtractor()
+    names = ["RMS", "ZC", "SSC", "WL", "MAV", "WAMP", "AR", "MNF", "MDF"]
+    dic = {"MNF_fs": fs, "MDF_fs": fs, "AR_order": 1, "WAMP_threshold": wamp, "SSC_threshold": 0.0}
+    t = time.perf_counter()
+    fe.extract_features(names, windows[:16], dic)  # librosa's lpc is compiled by numba on first use
+    warmup_s = time.perf_counter() - t
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        feats = fe.extract_features(names, windows, dic)
+        best = min(best, time.perf_counter() - t)
+    spec = importlib.util.spec_from_file_location("aemg_features", features_file)
+    ours = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ours)
+    ours_best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        mine = ours.window_features(x, fs, window, stride, wamp_threshold=wamp)
+        ours_best = min(ours_best, time.perf_counter() - t)
+    agree = {}
+    for name, col in (("RMS", 0), ("WL", 3), ("MAV", 4), ("WAMP", 5)):
+        a, b = np.asarray(feats[name], dtype=np.float64), mine[:, :, col].astype(np.float64)
+        agree[name] = float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+    print(json.dumps({
+        "libemg_s": best, "ours_same_process_s": ours_best, "import_s": import_s, "jit_warmup_s": warmup_s,
+        "numpy": np.__version__, "max_rel_diff": agree,
+        "peak_rss_mb": [int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0],
+    }))
+''')
+
+
+def install_libemg(python: Path) -> None:
+    """A separate venv with LibEMG from the package registry (same base interpreter as ours)."""
+    if not python.exists():
+        base = Path(sys.base_prefix) / "bin" / "python3"
+        subprocess.run([str(base), "-m", "venv", str(python.parent.parent)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "libemg"], check=True)
+
+
+def run_libemg(python: Path, x: np.ndarray, sfreq: float, window: int, stride: int, wamp: float,
+               repeats: int) -> dict[str, Any] | str:
+    """LibEMG in its own venv on the same input; a string says why it could not run."""
+    if not python.exists():
+        return (f"LibEMG is not installed for the benchmark ({python} missing): run with --install-libemg, "
+                "or python3 -m venv ~/.cache/aemg/libemg-venv && ~/.cache/aemg/libemg-venv/bin/pip install libemg "
+                "(it pins numpy<2, so it cannot share the project's .venv)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.npy"
+        np.save(path, x)
+        proc = subprocess.run(
+            [str(python), "-c", LIBEMG_SCRIPT, str(path), str(FEATURES_FILE), str(sfreq), str(window), str(stride),
+             str(wamp), str(repeats)], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    if proc.returncode != 0:
+        return f"LibEMG run failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_features(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
+    from aemg.tokenize.features import window_features
+
+    window, stride = round(0.05 * args.sfreq), round(0.025 * args.sfreq)
+    samples = x.size
+    ours_s, feats = best_of(args.repeats, lambda: window_features(x, args.sfreq, window, stride,
+                                                                    wamp_threshold=WAMP_THRESHOLD))
+    floor_s, _ = best_of(args.repeats, lambda: fft_floor(x, window, stride))
+    out: dict[str, Any] = {
+        "window": window, "stride": stride, "frames": int(feats.shape[0]),
+        "ours_s": ours_s, "ours_msamples_per_s": samples / ours_s / 1e6,
+        "fft_floor_s": floor_s, "fft_floor_msamples_per_s": samples / floor_s / 1e6,
+        "ratio_to_fft_floor": ours_s / floor_s,
+    }
+    if args.no_libemg:
+        out["libemg"] = "skipped (--no-libemg)"
+        return out
+    lib = run_libemg(Path(args.libemg_python), x, args.sfreq, window, stride, WAMP_THRESHOLD, max(1, args.repeats - 1))
+    out["libemg"] = lib
+    if isinstance(lib, dict):
+        out["libemg_msamples_per_s"] = samples / lib["libemg_s"] / 1e6
+        out["speedup_vs_libemg"] = lib["libemg_s"] / ours_s
+        out["speedup_vs_libemg_same_process"] = lib["libemg_s"] / lib["ours_same_process_s"]
+    return out
+
+
+def bench_events(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
+    from aemg.params import DEFAULTS
+    from aemg.tokenize.events import EventParams, detect, tokens_from_events
+
+    gesture = np.zeros(len(x), np.int16)
+    scale = np.ones(x.shape[1], np.float32)
+    out = {}
+    for detector in ("aemg_energy", "hysteresis"):
+        p = EventParams.from_params({**DEFAULTS["tokenize"], "detector": detector}, args.sfreq)
+        t, tokens = best_of(args.repeats, lambda p=p: tokens_from_events(x, gesture, detect(x, p), p, scale))
+        out[detector] = {"s": t, "msamples_per_s": x.size / t / 1e6, "tokens": len(tokens["start"])}
+    return out
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's high-water RSS (Linux: ``5`` into /proc/self/clear_refs).
+
+    ``ru_maxrss`` cannot be used for workers: across fork + exec Linux carries the parent's
+    high-water mark into the child's, so a worker spawned by a big parent reports the parent.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """High-water RSS of this process since start or the last :func:`reset_peak_rss` (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_dask(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from distributed import Client, LocalCluster
+
+    from aemg.params import DEFAULTS
+    from aemg.tokenize.dataset import tokenize_group
+    from aemg.tokenize.synthetic_store import write_synthetic_store
+
+    store = write_synthetic_store(tmp / "harmonized.zarr", n_subjects=4, recordings_per_subject=args.dask_recordings // 4,
+                                  duration_s=args.dask_seconds, sfreq=args.dask_sfreq, n_chans=args.chans)
+    n_recs = 4 * (args.dask_recordings // 4)
+    tp = {**DEFAULTS["tokenize"], "recordings_per_task": 1}
+    out: dict[str, Any] = {"recordings": n_recs, "seconds_each": args.dask_seconds, "sfreq": args.dask_sfreq,
+                           "channels": args.chans, "recordings_per_task": 1}
+    for n_workers in (1, 2):
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                          silence_logs=50, preload=["aemg.tokenize.dataset"]) as cluster, Client(cluster) as client:
+            def map_fn(fn, items, client=client):
+                return client.gather(client.map(fn, list(items), pure=False))
+
+            tokenize_group(store, "synthetic", {**tp, "recordings_per_task": n_recs}, map_fn)  # warm-up
+            out[f"workers_{n_workers}_idle_rss_mb"] = max(client.run(current_rss_mb).values())
+            client.run(reset_peak_rss)
+            t, groups = best_of(args.repeats, lambda map_fn=map_fn: tokenize_group(store, "synthetic", tp, map_fn))
+            out[f"workers_{n_workers}_s"] = t
+            out[f"workers_{n_workers}_peak_rss_mb"] = max(client.run(peak_rss_mb).values())
+            # the same number of tasks of fixed pure-CPU work: what this machine lets 2 workers gain
+            out[f"ceiling_{n_workers}_s"], _ = best_of(
+                args.repeats, lambda map_fn=map_fn: map_fn(_fixed_work, range(n_recs * 3)))
+    from aemg.harmonize.dataset import recording_table_from
+    from aemg.store import open_group
+    from aemg.tokenize.dataset import state_plan
+    from aemg.tokenize.state_tokens import fit_codebook, gather_sample, sample_probabilities
+
+    plan = state_plan(store, "synthetic", tp)  # the serial part of a run: the driver's K-means fit
+    table = recording_table_from(open_group(store, "synthetic"))
+    train = [int(r) for r in np.flatnonzero(table.subject.isin(plan.train).to_numpy())]
+    probs = sample_probabilities(table, train, plan.sp, args.chans, plan.sp.max_train_rows)
+    sample = gather_sample(map, store, "synthetic", tp, train, probs, plan.thr, 1)
+    out["driver_fit_s"], _ = best_of(args.repeats, lambda: fit_codebook(plan, sample))
+    serial = out["driver_fit_s"]
+    out["amdahl_bound_2_workers"] = out["workers_1_s"] / (serial + (out["workers_1_s"] - serial) / 2)
+    out["frames"] = int(groups["states"].sizes["frame"])
+    out["events"] = int(groups["events"].sizes["event"])
+    out["scaling_2_workers"] = out["workers_1_s"] / out["workers_2_s"]
+    out["cpu_ceiling_2_workers"] = out["ceiling_1_s"] / out["ceiling_2_s"]
+    return out
+
+
+def _fixed_work(_: int) -> int:
+    """About 0.1 s of pure Python arithmetic: the same work whatever the worker count."""
+    return sum(i * i for i in range(1_500_000))
+
+
+def bench_memory_vs_length(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Peak RSS of one fresh worker tokenizing two recordings of length L, then 4 L."""
+    from distributed import Client, LocalCluster
+
+    from aemg.params import DEFAULTS
+    from aemg.tokenize.dataset import tokenize_group
+    from aemg.tokenize.synthetic_store import write_synthetic_store
+
+    out: dict[str, Any] = {}
+    for seconds in (args.dask_seconds, 4 * args.dask_seconds):
+        store = write_synthetic_store(tmp / f"len{seconds:g}.zarr", n_subjects=2, recordings_per_subject=1,
+                                      duration_s=seconds, sfreq=args.dask_sfreq, n_chans=args.chans)
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                          silence_logs=50, preload=["aemg.tokenize.dataset"]) as cluster, Client(cluster) as client:
+            idle = max(client.run(current_rss_mb).values())
+            client.run(reset_peak_rss)
+            tokenize_group(store, "synthetic", {**DEFAULTS["tokenize"], "recordings_per_task": 1},
+                           lambda fn, items, client=client: client.gather(client.map(fn, list(items), pure=False)))
+            out[f"{seconds:g}s"] = {"idle_rss_mb": idle, "peak_rss_mb": max(client.run(peak_rss_mb).values()),
+                                    "recording_mb": seconds * args.dask_sfreq * args.chans * 4 / 2**20}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the feature/event input")
+    parser.add_argument("--sfreq", type=float, default=2000.0)
+    parser.add_argument("--chans", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--libemg-python", default=str(DEFAULT_LIBEMG_PYTHON))
+    parser.add_argument("--install-libemg", action="store_true", help="create the LibEMG venv first")
+    parser.add_argument("--no-libemg", action="store_true")
+    parser.add_argument("--dask-recordings", type=int, default=16)
+    parser.add_argument("--dask-seconds", type=float, default=60.0)
+    parser.add_argument("--dask-sfreq", type=float, default=2000.0)
+    parser.add_argument("--skip-dask", action="store_true")
+    parser.add_argument("--skip-memory-scan", action="store_true", help="skip the worker RSS at L and 4 L")
+    parser.add_argument("--out", default="metrics/benchmark_tokenize.json")
+    args = parser.parse_args()
+    if args.install_libemg:
+        install_libemg(Path(args.libemg_python))
+
+    load = os.getloadavg()
+    report: dict[str, Any] = {"input": {"minutes": args.minutes, "sfreq": args.sfreq, "channels": args.chans},
+                              "cpus": os.cpu_count(), "loadavg_start": load}
+    x = synthetic_input(args.minutes, args.sfreq, args.chans)
+    input_mb = x.nbytes / 2**20
+    base = current_rss_mb()
+    reset_peak_rss()
+    report["features"] = bench_features(args, x)
+    report["features"]["peak_rss_mb"] = peak_rss_mb()
+    report["features"]["added_rss_mb"] = report["features"]["peak_rss_mb"] - base
+    print("features", json.dumps(report["features"], default=str), flush=True)
+    reset_peak_rss()
+    report["events"] = bench_events(args, x)
+    report["events"]["peak_rss_mb"] = peak_rss_mb()
+    report["events"]["added_rss_mb"] = report["events"]["peak_rss_mb"] - base
+    print("events", json.dumps(report["events"]), flush=True)
+    main_rss = max(report["features"]["peak_rss_mb"], report["events"]["peak_rss_mb"])
+    report["input_mb"] = input_mb
+    del x
+    if not args.skip_dask:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["dask"] = bench_dask(args, Path(tmp))
+            print("dask", json.dumps(report["dask"]), flush=True)
+            if not args.skip_memory_scan:
+                report["memory_vs_length"] = bench_memory_vs_length(args, Path(tmp))
+                print("memory_vs_length", json.dumps(report["memory_vs_length"]), flush=True)
+    report["loadavg_end"] = os.getloadavg()
+    worker_rss = max([v for k, v in report.get("dask", {}).items() if k.endswith("peak_rss_mb")]
+                     + [v["peak_rss_mb"] for v in report.get("memory_vs_length", {}).values()], default=0.0)
+    lib = report["features"].get("libemg")
+    summary = {
+        "speedup_vs_libemg": report["features"].get("speedup_vs_libemg"),
+        "ratio_to_fft_floor": report["features"]["ratio_to_fft_floor"],
+        "scaling_2_workers": report.get("dask", {}).get("scaling_2_workers"),
+        "cpu_ceiling_2_workers": report.get("dask", {}).get("cpu_ceiling_2_workers"),
+        "peak_rss_mb": max(main_rss, worker_rss),
+        "peak_rss_main_mb": main_rss,
+        "features_added_rss_mb": report["features"]["added_rss_mb"],
+        "events_added_rss_mb": report["events"]["added_rss_mb"],
+        "peak_rss_worker_mb": worker_rss,
+        "libemg_peak_rss_mb": lib.get("peak_rss_mb") if isinstance(lib, dict) else None,
+        "features_msamples_per_s": report["features"]["ours_msamples_per_s"],
+        "events_msamples_per_s": report["events"]["aemg_energy"]["msamples_per_s"],
+        "loadavg": [report["loadavg_start"][0], report["loadavg_end"][0]],
+    }
+    if isinstance(lib, str):
+        print(f"note: speedup_vs_libemg is null: {lib}", file=sys.stderr)
+    report["summary"] = summary
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2, default=str))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

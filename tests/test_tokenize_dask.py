@@ -1,0 +1,107 @@
+"""Tokenize on a Dask cluster given by address: same bytes as in-process, even when a worker dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from aemg.flows.dask_map import dask_map
+from aemg.params import DEFAULTS
+from aemg.tokenize.stage import tokenize_one
+from aemg.tokenize.synthetic_store import write_synthetic_store
+
+TP = {**DEFAULTS["tokenize"], "recordings_per_task": 2, "states": {"max_train_rows": 4000}}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import LocalCluster
+
+    # preload: a worker (re)started by its nanny imports the tokenizer before it takes a task
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=50, preload=["aemg.tokenize.dataset"]) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return write_synthetic_store(tmp_path_factory.mktemp("dask") / "harmonized.zarr", recordings_per_subject=3)
+
+
+@pytest.fixture(scope="module")
+def reference(store: Path) -> xr.DataTree:
+    """The token group computed in this process with plain ``map``."""
+    out = store.parent / "tokens-sync.zarr"
+    tokenize_one(store, out, "synthetic", TP)
+    return xr.open_datatree(out, engine="zarr")["synthetic"].load()
+
+
+def assert_same_tokens(path: Path, reference: xr.DataTree) -> None:
+    got = xr.open_datatree(path, engine="zarr")["synthetic"].load()
+    for group in ("events", "states"):
+        a, b = got[group].to_dataset(), reference[group].to_dataset()
+        assert sorted(a.data_vars) == sorted(b.data_vars)
+        for name in a.data_vars:
+            np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=f"{group}/{name}")
+        assert a.attrs == b.attrs
+
+
+def test_external_scheduler_address_gives_the_in_process_tokens(tmp_path, cluster, store, reference):
+    with dask_map(cluster.scheduler_address) as map_fn:
+        tokenize_one(store, tmp_path / "tokens.zarr", "synthetic", TP, map_fn)
+    assert_same_tokens(tmp_path / "tokens.zarr", reference)
+
+
+def test_a_worker_killed_mid_run_is_retried_and_the_tokens_are_identical(tmp_path, cluster, store, reference):
+    from distributed import Client
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    client = Client(cluster.scheduler_address)
+    worker_pids = set(client.run(os.getpid).values())
+
+    def slow_map(fn, items):
+        def task(item, fn=fn, markers=str(markers)):
+            import os
+            import pathlib
+            import time
+
+            first = not any(pathlib.Path(markers).iterdir())
+            pathlib.Path(markers, f"{os.getpid()}-{time.monotonic_ns()}").write_text("")
+            if first:
+                time.sleep(1.0)  # long enough for the test to kill this worker mid-task
+            return fn(item)
+
+        return client.gather(client.map(task, list(items), pure=False))
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            tokenize_one(store, tmp_path / "tokens.zarr", "synthetic", TP, slow_map)
+        except BaseException as exc:  # reported by the main thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not any(markers.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim = int(next(markers.iterdir()).name.split("-")[0])
+    assert victim in worker_pids
+    os.kill(victim, signal.SIGKILL)
+    thread.join(120)
+    client.close()
+    assert not thread.is_alive() and not failure, failure
+    started = [int(p.name.split("-")[0]) for p in markers.iterdir()]
+    n_tasks = 5 + 3 + 5  # 9 recordings in blocks of 2: power, training sample (6 recordings), tokens
+    assert len(started) >= n_tasks + 1, started  # the killed task ran again
+    assert victim in started and any(pid != victim for pid in started)
+    assert_same_tokens(tmp_path / "tokens.zarr", reference)
