@@ -97,14 +97,22 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def _param_groups(self, module: nn.Module) -> list[dict[str, Any]]:
         return [{"params": [p for p in module.parameters() if p.requires_grad], "lr": self.lr}]
 
+    def _batch(self, n: int) -> int:
+        """``batch_size``, smaller for small training sets so an epoch has >= 8 steps."""
+        return int(min(self.batch_size, max(16, n // 8)))
+
     def _batches(self, X: Any, y: np.ndarray | None, rng: np.random.Generator | None) -> Iterator[tuple[Any, Any]]:
         idx = np.arange(len(X)) if rng is None else rng.permutation(len(X))
-        for s in range(0, len(idx), self.batch_size):
-            b = idx[s:s + self.batch_size]
+        bs = self._batch(len(X)) if y is not None else max(self.batch_size, 256)
+        for s in range(0, len(idx), bs):
+            b = idx[s:s + bs]
             yield self._inputs(X, b), (None if y is None else torch.from_numpy(y[b]).long()), b
 
     def _n_batches(self, X: Any) -> int:
-        return math.ceil(len(X) / self.batch_size)
+        return math.ceil(len(X) / self._batch(len(X)))
+
+    def _epochs_for(self, X: Any) -> int:
+        return int(self.epochs)
 
     def _inputs(self, X: Any, b: np.ndarray) -> Any:
         return torch.from_numpy(np.ascontiguousarray(X[b]))
@@ -121,16 +129,16 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self.module_ = self._build(X, len(self.classes_)).to(self._device)  # fresh every fit
-        self.initial_state_ = {k: v.detach().clone() for k, v in list(self.module_.state_dict().items())[:4]}
         groups = self._param_groups(self.module_)
         for g in groups:
             g["base_lr"] = g["lr"]
         opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)  # fresh every fit
-        n_steps = max(1, self.epochs * self._n_batches(X))
+        self.epochs_ = self._epochs_for(X)
+        n_steps = max(1, self.epochs_ * self._n_batches(X))
         step = 0
         self.history_ = []
         self.module_.train()
-        for _ in range(self.epochs):
+        for _ in range(self.epochs_):
             total, count = 0.0, 0
             for inputs, target, _ in self._batches(X, y_enc, rng):
                 for g in opt.param_groups:
@@ -168,7 +176,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
 # --------------------------------------------------------------------------- 1-D CNN
 class _CNN(nn.Module):
-    def __init__(self, n_chans: int, n_classes: int, width: int = 32, dropout: float = 0.2):
+    def __init__(self, n_chans: int, n_classes: int, width: int = 16, dropout: float = 0.2):
         super().__init__()
         w = width
         self.net = nn.Sequential(
@@ -185,8 +193,8 @@ class _CNN(nn.Module):
 class CNNClassifier(TorchClassifier):
     """1-D CNN on raw trial windows (n, n_chans, T): three conv blocks, global pooling, linear."""
 
-    def __init__(self, width: int = 32, epochs: int = 20, lr: float = 2e-3, weight_decay: float = 0.01,
-                 batch_size: int = 64, seed: int = 0, device: str | None = None):
+    def __init__(self, width: int = 16, epochs: int = 20, lr: float = 3e-3, weight_decay: float = 0.01,
+                 batch_size: int = 256, seed: int = 0, device: str | None = None):
         super().__init__(epochs, lr, weight_decay, batch_size, seed, device)
         self.width = width
 
@@ -230,7 +238,7 @@ class StateViTClassifier(TorchClassifier):
     """The muscle-state paper's ViT (d=64, one block) over state ids (n, frames, chans)."""
 
     def __init__(self, k: int = 13, dim: int = 64, depth: int = 1, heads: int = 4, patch: int = 1,
-                 epochs: int = 20, lr: float = 2e-3, weight_decay: float = 0.01, batch_size: int = 64,
+                 epochs: int = 20, lr: float = 3e-3, weight_decay: float = 0.01, batch_size: int = 256,
                  seed: int = 0, device: str | None = None):
         super().__init__(epochs, lr, weight_decay, batch_size, seed, device)
         self.k, self.dim, self.depth, self.heads, self.patch = k, dim, depth, heads, patch
@@ -273,9 +281,11 @@ class EventTransformerClassifier(TorchClassifier):
 
     def __init__(self, trials: Any = None, init: str = "scratch", model_dir: str | Path | None = None,
                  config: dict[str, Any] | None = None, backbone_lr_scale: float = 0.3,
-                 epochs: int = 6, lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 2048,
-                 seed: int = 0, device: str | None = None):
+                 epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 512,
+                 seed: int = 0, device: str | None = None, patch_budget: int | None = None, min_epochs: int = 2):
         super().__init__(epochs, lr, weight_decay, batch_size, seed, device)
+        self.patch_budget = patch_budget
+        self.min_epochs = min_epochs
         self.trials = trials
         self.init = init
         self.model_dir = model_dir
@@ -316,6 +326,14 @@ class EventTransformerClassifier(TorchClassifier):
             {"params": [p for p in module.backbone.parameters() if p.requires_grad], "lr": self.lr * scale},
             {"params": list(module.head.parameters()), "lr": self.lr},
         ]
+
+    def _epochs_for(self, X: np.ndarray) -> int:
+        """``epochs``, or fewer so that epochs x training patches stays within ``patch_budget``
+        (at least ``min_epochs``): large folds train fewer passes, small ones the full count."""
+        if not self.patch_budget:
+            return int(self.epochs)
+        n_patches = max(1, len(X) * self.trials.n_chans)
+        return int(min(self.epochs, max(self.min_epochs, round(self.patch_budget / n_patches))))
 
     def _n_batches(self, X: np.ndarray) -> int:
         from aemg.model.data import plan_sentence_batches

@@ -7,6 +7,8 @@ in the per-fold estimators of :mod:`aemg.evaluate.estimators`.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import stats
 
@@ -70,7 +72,8 @@ def token_statistics(states: np.ndarray, k: int) -> np.ndarray:
     mean = values.mean(axis=1)
     var = values.var(axis=1)
     flat = var < 1e-12
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # near-constant sequences; set to 0 below
         skew = np.where(flat, 0.0, stats.skew(values, axis=1))
         kurt = np.where(flat, 0.0, stats.kurtosis(values, axis=1))
     per_channel = np.concatenate(

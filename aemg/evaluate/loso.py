@@ -24,7 +24,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.utils.validation import check_is_fitted
 
 from aemg.errors import AemgError
-from aemg.evaluate.methods import Method, MethodContext, is_aemg
+from aemg.evaluate.methods import Method, MethodContext, is_aemg, is_baseline
 from aemg.evaluate.splits import few_shot_split, loso_folds
 from aemg.evaluate.trials import Trials
 
@@ -72,16 +72,21 @@ class _FreshGuard:
         if any(estimator is e for e in self._used):
             raise AemgError(f"method {method!r} returned an estimator already fitted in another fold; "
                             "its factory must build a new one per fold (a reused classifier leaks the test subject)")
-        try:
-            check_is_fitted(estimator)
-        except NotFittedError:
-            pass
-        except TypeError:  # not an estimator sklearn understands; identity check above still holds
-            pass
-        else:
+        if _looks_fitted(estimator):
             raise AemgError(f"method {method!r} returned an already fitted estimator; build it unfitted per fold")
         self._used.append(estimator)
         return estimator
+
+
+def _looks_fitted(estimator: Any) -> bool:
+    """sklearn's fitted test; for other objects, any public attribute ending in '_'."""
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        return False
+    except (TypeError, AttributeError):
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(estimator))
+    return True
 
 
 def _fit_predict(method: Method, ctx: MethodContext, X: np.ndarray, y: np.ndarray, train: np.ndarray,
@@ -271,7 +276,7 @@ def summarize(scores: pd.DataFrame, few_shot_zero: pd.DataFrame | None = None) -
             table[f"{frac:g}"] = _fs_cell(g.set_index("subject").accuracy, full)
         out.setdefault(dataset, {}).setdefault(method, {})["few_shot"] = table
     for dataset, per in out.items():
-        base = {m: v["accuracy_mean"] for m, v in per.items() if not is_aemg(m) and "accuracy_mean" in v}
+        base = {m: v["accuracy_mean"] for m, v in per.items() if is_baseline(m) and "accuracy_mean" in v}
         aemg = {m: v["accuracy_mean"] for m, v in per.items() if is_aemg(m) and "accuracy_mean" in v}
         if not base or not aemg:
             continue

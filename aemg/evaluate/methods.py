@@ -11,6 +11,7 @@ Feature arrays (see :func:`aemg.evaluate.run.compute_features`):
   trial_index     (n,) row numbers, for estimators that read the trials (sentences, positions)
   aemg_embedding  (n, width) frozen embeddings of the pre-trained event-token Transformer
   aemg_embedding_fixedwin  the same from a model pre-trained on fixed-window tokens (ablation)
+  aemg_embedding_rms  aemg_embedding with each channel's log-RMS appended (diagnostic)
 """
 
 from __future__ import annotations
@@ -35,13 +36,17 @@ from aemg.evaluate.estimators import (
 )
 
 # Evaluation parameters read with .get(key, default) until aemg.params.DEFAULTS lists them.
+# few_shot_methods stays empty here so that a params file without the key keeps the zero-shot
+# table only; the recommended setting is RECOMMENDED_FEW_SHOT_METHODS.
+RECOMMENDED_FEW_SHOT_METHODS = ["lda", "svm", "aemg_probe"]
 EVALUATE_DEFAULTS: dict[str, Any] = {
     "few_shot_fractions": [0.01, 0.05, 0.1, 0.2, 0.4, 0.8],
-    "few_shot_methods": ["lda", "svm", "state_svm", "aemg_probe"],
+    "few_shot_methods": [],
     "few_shot_pool": 0.8,
     "few_shot_max_repeat": 20,
-    "torch_epochs": 20,
-    "transformer_epochs": 6,
+    "torch_epochs": 15,
+    "transformer_epochs": 10,
+    "transformer_patch_budget": 200000,
     "finetune_lr_scale": 0.3,
     "state_k": 13,
     "state_window_s": 0.05,
@@ -117,6 +122,7 @@ def _transformer(init: str) -> Callable[[MethodContext], Any]:
             trials=c.trials, init=init, model_dir=c.model_dir,
             backbone_lr_scale=float(ep_get(c.ep, "finetune_lr_scale")),
             epochs=int(ep_get(c.ep, "transformer_epochs")), seed=c.seed, device=ep_get(c.ep, "device"),
+            patch_budget=int(ep_get(c.ep, "transformer_patch_budget")) or None,
         )
 
     return make
@@ -144,6 +150,9 @@ METHODS: dict[str, Method] = {
                description="AEMG: pre-trained Transformer + linear head, fully fine-tuned"),
         Method("aemg_probe_fixedwin", "aemg_embedding_fixedwin", _probe, pretrained=True,
                description="ablation: probe on a model pre-trained on fixed-window tokens instead of events"),
+        Method("diag_aemg_probe_rms", "aemg_embedding_rms", _probe, pretrained=True,
+               description="diagnostic: AEMG probe with each channel's log-RMS appended (the patch "
+                           "embedding normalises amplitude away); neither AEMG nor a baseline"),
     ]
 }
 
@@ -157,3 +166,8 @@ def get_methods(names: list[str]) -> list[Method]:
 
 def is_aemg(name: str) -> bool:
     return name.startswith("aemg")
+
+
+def is_baseline(name: str) -> bool:
+    """Baselines are the other methods, except diagnostics (``diag_*``)."""
+    return not is_aemg(name) and not name.startswith("diag_")

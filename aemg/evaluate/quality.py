@@ -153,7 +153,7 @@ def parse_execution(spec: str) -> tuple[str, int, float | None, float | None]:
     """``DATASET:RECORDING[:START_S-STOP_S]`` -> (dataset, recording index, start s, stop s)."""
     parts = spec.split(":")
     if len(parts) not in (2, 3):
-        raise ValueError(f"{spec!r}: expected a file or DATASET:RECORDING[:START_S-STOP_S]")
+        raise ValueError(f"{spec!r}: no such file, and not of the form DATASET:RECORDING[:START_S-STOP_S]")
     try:
         rec = int(parts[1])
     except ValueError:
@@ -168,54 +168,60 @@ def parse_execution(spec: str) -> tuple[str, int, float | None, float | None]:
     return parts[0], rec, start, stop
 
 
-def recording_states(
-    harmonized: Path,
-    spec: str,
-    k: int = 13,
-    window_s: float = 0.05,
-    stride_s: float = 0.025,
-    wamp_std: float = 0.1,
-    seed: int = 0,
-    codebook: Any = None,
-) -> tuple[np.ndarray, Any, list[str]]:
-    """Muscle-state tokens (frames, channels) of one harmonized recording (optionally a span).
-
-    Without ``codebook``, one is fitted on the ten features of every recording of the dataset
-    (unsupervised, for scoring only); WAMP's absolute threshold is ``wamp_std`` times the
-    std of the dataset's whole signal, so every recording of it gets the same features. Returns (states, codebook, channel names).
-    """
+def load_dataset_signal(harmonized: Path, dataset: str, window_s: float = 0.05, stride_s: float = 0.025,
+                        wamp_std: float = 0.1) -> dict[str, Any]:
+    """One harmonized dataset in memory with its state-window settings: ``{"emg", "offset",
+    "n_times", "sfreq", "window", "stride", "wamp_threshold", "channels", "gesture"}``. WAMP's
+    absolute threshold is ``wamp_std`` times the std of the dataset's whole signal, so every
+    recording of the dataset gets comparable features."""
     import xarray as xr
 
     from aemg.evaluate.features import state_window_samples
-    from aemg.tokenize.features import N_FEATURES, window_features
-    from aemg.tokenize.states import assign_states, fit_state_codebook
 
-    dataset, rec, start, stop = parse_execution(spec)
     if not (Path(harmonized) / dataset / "zarr.json").exists():
         raise FileNotFoundError(f"{harmonized}: no dataset {dataset!r}; run `aemg harmonize {dataset}` first")
     ds = xr.open_zarr(harmonized, group=dataset, consolidated=False)
     sfreq = float(ds.attrs["sfreq"])
-    n_rec = ds.sizes["recording"]
-    if not 0 <= rec < n_rec:
-        raise ValueError(f"{dataset}: recording {rec} out of range 0..{n_rec - 1}")
     window, stride = state_window_samples(sfreq, window_s, stride_s)
-    offset, n_times = int(ds["offset"].values[rec]), int(ds["n_times"].values[rec])
-    a = offset + (0 if start is None else int(round(start * sfreq)))
-    b = offset + (n_times if stop is None else min(n_times, int(round(stop * sfreq))))
-    if b - a < window:
-        raise ValueError(f"{spec}: span of {b - a} samples is shorter than one state window ({window})")
-    emg = ds["emg"]
-    thr = wamp_std * float(np.std(emg.values))  # one threshold for the whole dataset
-    if codebook is None:
-        rows = []
-        for r in range(n_rec):
-            o, n = int(ds["offset"].values[r]), int(ds["n_times"].values[r])
-            f = window_features(emg[o:o + n].values, sfreq, window, stride, wamp_threshold=thr)
+    emg = np.asarray(ds["emg"].values, dtype=np.float32)
+    return {
+        "emg": emg, "offset": ds["offset"].values.astype(np.int64), "n_times": ds["n_times"].values.astype(np.int64),
+        "sfreq": sfreq, "window": window, "stride": stride, "wamp_threshold": wamp_std * float(np.std(emg)),
+        "channels": [str(c) for c in ds["channel"].values.tolist()], "gesture": ds["gesture"].values,
+    }
+
+
+def fit_dataset_codebook(info: dict[str, Any], k: int = 13, seed: int = 0, max_samples: int = 200_000) -> Any:
+    """Muscle-state codebook on every recording of a dataset: unsupervised, for scoring and
+    figures only (never inside a LOSO fold, where K-means sees training subjects only)."""
+    from aemg.tokenize.features import N_FEATURES, window_features
+    from aemg.tokenize.states import fit_state_codebook
+
+    rows = []
+    for o, n in zip(info["offset"], info["n_times"], strict=True):
+        if n >= info["window"]:
+            f = window_features(info["emg"][o:o + n], info["sfreq"], info["window"], info["stride"],
+                                wamp_threshold=info["wamp_threshold"])
             rows.append(f.reshape(-1, N_FEATURES))
-        codebook = fit_state_codebook(np.concatenate(rows), k=k, seed=seed)
-    feats = window_features(emg[a:b].values, sfreq, window, stride, wamp_threshold=thr)
-    names = [str(c) for c in ds["channel"].values.tolist()]
-    return assign_states(codebook, feats), codebook, names
+    return fit_state_codebook(np.concatenate(rows), k=k, seed=seed, max_samples=max_samples)
+
+
+def span_states(codebook: Any, info: dict[str, Any], rec: int, start_s: float | None = None,
+                stop_s: float | None = None) -> np.ndarray:
+    """States (frames, channels) of recording ``rec`` (optionally a span in seconds)."""
+    from aemg.tokenize.features import window_features
+    from aemg.tokenize.states import assign_states
+
+    n_rec = len(info["offset"])
+    if not 0 <= rec < n_rec:
+        raise ValueError(f"recording {rec} out of range 0..{n_rec - 1}")
+    offset, n_times, sfreq = int(info["offset"][rec]), int(info["n_times"][rec]), info["sfreq"]
+    a = offset + (0 if start_s is None else round(start_s * sfreq))
+    b = offset + (n_times if stop_s is None else min(n_times, round(stop_s * sfreq)))
+    if b - a < info["window"]:
+        raise ValueError(f"recording {rec}: span of {b - a} samples is shorter than one state window ({info['window']})")
+    feats = window_features(info["emg"][a:b], sfreq, info["window"], info["stride"], wamp_threshold=info["wamp_threshold"])
+    return assign_states(codebook, feats)
 
 
 def quality_from_specs(reference: str, candidate: str, harmonized: Path | None = None, k: int = 13,
@@ -223,15 +229,41 @@ def quality_from_specs(reference: str, candidate: str, harmonized: Path | None =
     """``aemg quality``: each of REFERENCE / CANDIDATE is a token file (.npy/.csv) or
     ``DATASET:RECORDING[:START_S-STOP_S]`` in the harmonized store (both then share one
     codebook, fitted on the reference's dataset)."""
-    names = None
+    seqs, names = [], None
+    signals: dict[str, dict[str, Any]] = {}
     codebook = None
-    seqs = []
     for spec in (reference, candidate):
         if Path(spec).exists():
             seqs.append(load_states_file(Path(spec)))
-        else:
-            if harmonized is None:
-                raise FileNotFoundError(f"{spec}: not a file, and no harmonized store given")
-            states, codebook, names = recording_states(Path(harmonized), spec, k=k, codebook=codebook)
-            seqs.append(states)
+            continue
+        if harmonized is None:
+            raise FileNotFoundError(f"{spec}: not a file, and no harmonized store given")
+        dataset, rec, start, stop = parse_execution(spec)
+        if dataset not in signals:
+            signals[dataset] = load_dataset_signal(Path(harmonized), dataset)
+        if codebook is None:  # one codebook, fitted on the reference's dataset, for both executions
+            codebook = fit_dataset_codebook(signals[dataset], k=k)
+        seqs.append(span_states(codebook, signals[dataset], rec, start, stop))
+        names = signals[dataset]["channels"]
     return quality_score(seqs[0], seqs[1], k=k, channel_names=names, primary=primary, window=window)
+
+
+def quality_command(reference: str, candidate: str, params_path: str | Path | None = None, store: str | Path | None = None,
+                    k: int = 13, primary: list[int] | None = None, window: int | None = None) -> dict[str, Any]:
+    """What ``aemg quality REFERENCE CANDIDATE`` runs: the harmonized store is ``store`` or the
+    ``paths.harmonized`` of ``params_path``."""
+    from aemg.params import load_params
+
+    harmonized = Path(store) if store else Path(load_params(params_path)["paths"]["harmonized"])
+    return quality_from_specs(reference, candidate, harmonized, k=k, primary=primary or None, window=window)
+
+
+def format_quality(result: dict[str, Any]) -> str:
+    """Plain-text table of a :func:`quality_score` result."""
+    lines = [f"overall quality: {result['overall']:.1f} / 100  (DTW distance {result['dtw_distance']:g}, "
+             f"path length {result['path_length']}, K={result['k']})"]
+    if result.get("primary") is not None:
+        lines.append(f"primary muscles: {result['primary']:.1f} / 100")
+    width = max(len(n) for n in result["per_muscle"])
+    lines += [f"  {name.ljust(width)}  {score:6.1f}" for name, score in result["per_muscle"].items()]
+    return "\n".join(lines)

@@ -38,6 +38,8 @@ def compute_features(trials: Trials, needed: set[str], ep: dict[str, Any], model
         features["state_windows"] = trial_window_features(
             trials.tokens, trials.sfreq, window, stride, float(ep_get(ep, "state_wamp_threshold"))
         )
+    if "aemg_embedding_rms" in needed:
+        needed = needed | {"aemg_embedding"}
     for key, directory in (("aemg_embedding", model_dir), ("aemg_embedding_fixedwin", fixedwin_dir)):
         if key in needed:
             from aemg.model import embed_tokens
@@ -47,6 +49,9 @@ def compute_features(trials: Trials, needed: set[str], ep: dict[str, Any], model
                 raise AemgError(f"{trials.dataset}: {key} needs a pre-trained model in {directory}; run `aemg pretrain` first")
             check_no_leak(Path(directory), trials.dataset, trials.subjects)
             features[key] = embed_tokens(Path(directory), trials.tokenset(), device=ep_get(ep, "device"))
+    if "aemg_embedding_rms" in needed:
+        log_rms = np.log(np.sqrt((trials.tokens.astype(np.float64) ** 2).mean(axis=2)) + 1e-6).astype(np.float32)
+        features["aemg_embedding_rms"] = np.concatenate([features["aemg_embedding"], log_rms], axis=1)
     return features
 
 
@@ -96,13 +101,20 @@ def evaluate_dataset(tokens: Path, model_dir: Path, dataset: str, ep: dict[str, 
     """Trials of ``dataset`` from the token store, evaluated with the model in ``model_dir``
     (and, for the fixed-window ablation, ``model_dir/fixedwin``)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
-    threads = ep_get(ep, "max_threads")
+    from aemg.model.train import auto_num_threads
+
+    # OpenMP threads spin at barriers: on a shared machine two threads on two busy cores run
+    # several times slower than one, so take the CPUs that are free now (AEMG_NUM_THREADS wins).
+    threads = int(ep_get(ep, "max_threads") or auto_num_threads())
     before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
+    torch.set_num_threads(threads)
     try:
-        trials = load_trials(tokens, dataset, harmonized)
-        return evaluate_trials(trials, ep, Path(model_dir), Path(model_dir) / FIXEDWIN_SUBDIR, log)
+        with threadpool_limits(threads):
+            trials = load_trials(tokens, dataset, harmonized)
+            if log:
+                log(f"{dataset}: {len(trials)} trials, {len(trials.subjects)} subjects, {threads} thread(s)")
+            return evaluate_trials(trials, ep, Path(model_dir), Path(model_dir) / FIXEDWIN_SUBDIR, log)
     finally:
         torch.set_num_threads(before)

@@ -1,0 +1,125 @@
+"""Ablation: pre-training on fixed-window tokens in place of contraction events (AEMG's own ablation).
+
+The event tokenizer keeps only the windows where a contraction crosses the energy threshold; the
+ablation cuts *every* recording into consecutive ``token_len`` windows (no detection), grouped
+into sentences of ``max_order`` windows exactly as events are, z-scored with the same per-subject
+channel RMS. A model is then pre-trained on those tokens of the other datasets (leave one
+dataset out, as the event model), with the same preset and, per dataset, no more patches than
+the event model saw (so the ablation changes *what* is seen, not how much). Evaluation then uses
+the same trials (labelled events) and the same linear probe; only the pre-trained model differs
+(method ``aemg_probe_fixedwin``, model in ``models/<dataset>/fixedwin``).
+
+This is a pre-training step: wire :func:`pretrain_fixed_window_all` into the ``pretrain`` stage
+(its outputs live under ``models/``), or call it before ``aemg evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from aemg.errors import AemgError
+from aemg.evaluate.run import FIXEDWIN_SUBDIR
+
+
+def fixed_window_tokenset(harmonized: Path, dataset: str, tp: dict[str, Any]) -> Any:
+    """Every recording of ``dataset`` cut into consecutive windows, as a TokenSet."""
+    from aemg.model.data import TokenSet
+    from aemg.model.store_io import electrode_positions
+    from aemg.tokenize.events import EventParams, tokens_from_events
+
+    if not (Path(harmonized) / dataset / "zarr.json").exists():
+        raise AemgError(f"{dataset}: not in {harmonized}; run `aemg harmonize {dataset}` first")
+    ds = xr.open_zarr(harmonized, group=dataset, consolidated=False)
+    sfreq = float(ds.attrs["sfreq"])
+    p = EventParams.from_params(tp, sfreq)
+    emg = np.asarray(ds["emg"].values)
+    gesture = ds["gesture"].values
+    offset, n_times = ds["offset"].values.astype(np.int64), ds["n_times"].values.astype(np.int64)
+    subject = ds["subject"].values.astype(object).astype(str)
+    scales = {}
+    for s in np.unique(subject):  # per-subject channel RMS, as the event tokenizer uses
+        parts = [emg[o:o + n].astype(np.float64) for o, n, sub in zip(offset, n_times, subject, strict=True) if sub == s]
+        rms = np.sqrt(np.mean(np.concatenate(parts) ** 2, axis=0))
+        scales[s] = np.where(rms > 0, rms, 1.0).astype(np.float32)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("token", "sentence", "order", "onset", "subject")}
+    base = 0
+    for rec, (o, n) in enumerate(zip(offset, n_times, strict=True)):
+        if n < p.token_len:
+            continue
+        x, g = emg[o:o + n], gesture[o:o + n]
+        tok = tokens_from_events(x, g, [(0, int(n))], p, scales[subject[rec]])
+        if len(tok["start"]) == 0:
+            continue
+        cols["token"].append(tok["token"])
+        cols["sentence"].append(tok["sentence"] + base)
+        cols["order"].append(tok["order"])
+        cols["onset"].append(((tok["start"] - tok["sentence_start"]) / sfreq).astype(np.float32))
+        cols["subject"].append(np.full(len(tok["start"]), subject[rec], dtype=object))
+        base += int(tok["sentence"].max()) + 1
+    if not cols["token"]:
+        raise AemgError(f"{dataset}: no recording is longer than one token ({p.token_len} samples)")
+    return TokenSet(
+        tokens=np.concatenate(cols["token"]), positions=electrode_positions(ds),
+        sentence=np.concatenate(cols["sentence"]), order=np.concatenate(cols["order"]),
+        onset=np.concatenate(cols["onset"]), subject=np.concatenate(cols["subject"]).astype(str), dataset=dataset,
+    )
+
+
+def pretrain_fixed_window(
+    harmonized: Path, tokens_store: Path, out_dir: Path, evaluated: str, sources: list[str],
+    tp: dict[str, Any], pp: dict[str, Any], device: str | None = None,
+) -> dict[str, Any]:
+    """The event model's recipe (``aemg.model.stage.pretrain_without``) on fixed-window tokens,
+    each dataset capped at the number of event patches its event model trains on."""
+    from aemg.model.config import preset
+    from aemg.model.store_io import limit_patches, load_tokenset, split_by_subject
+    from aemg.model.train import pretrain
+
+    cap = int(pp.get("max_patches_per_dataset", 0)) or None
+    train_sets, heldout_sets, seen = [], [], {}
+    for dataset in sources:
+        if dataset == evaluated or dataset in pp.get("exclude_datasets", []):
+            continue
+        events = load_tokenset(tokens_store, dataset)
+        if events.n_events == 0:
+            continue
+        ev_train, ev_held = split_by_subject(events, float(pp["heldout_fraction"]), int(pp["seed"]))
+        n_train = ev_train.n_events * ev_train.n_chans if cap is None else min(cap, ev_train.n_events * ev_train.n_chans)
+        n_held = ev_held.n_events * ev_held.n_chans if cap is None else min(cap // 4, ev_held.n_events * ev_held.n_chans)
+        fixed = fixed_window_tokenset(harmonized, dataset, tp)
+        train, held = split_by_subject(fixed, float(pp["heldout_fraction"]), int(pp["seed"]))
+        train = limit_patches(train, n_train, int(pp["seed"]))
+        held = limit_patches(held, max(n_held, held.n_chans), int(pp["seed"]))
+        train_sets.append(train)
+        if held.n_events:
+            heldout_sets.append(held)
+        seen[dataset] = sorted(set(fixed.subject.tolist()))
+    if not train_sets or not heldout_sets:
+        raise AemgError(f"{evaluated}: no other dataset to pre-train the fixed-window ablation on")
+    cfg = preset(pp["preset"], **{"seed": int(pp["seed"]), **pp["overrides"]})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = pretrain(train_sets, heldout_sets, cfg, out_dir, device=device, progress=False)
+    manifest = {"evaluated_dataset": evaluated, "preset": pp["preset"], "subjects_seen": seen, "tokens": "fixed_window"}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return {k: metrics[k] for k in ("codebook_usage", "reconstruction_error", "masked_token_accuracy")}
+
+
+def pretrain_fixed_window_all(params_path: str | Path | None = None) -> dict[str, Any]:
+    """One fixed-window model per evaluated dataset, in ``models/<dataset>/fixedwin``."""
+    from aemg.params import load_params
+    from aemg.store import list_groups
+
+    params = load_params(params_path)
+    paths = {k: Path(v) for k, v in params["paths"].items()}
+    sources = list_groups(paths["tokens"])
+    out = {}
+    for ds in params["evaluate"]["datasets"]:
+        if ds in sources:
+            out[ds] = pretrain_fixed_window(paths["harmonized"], paths["tokens"], paths["models"] / ds / FIXEDWIN_SUBDIR,
+                                            ds, sources, params["tokenize"], params["pretrain"])
+    return out

@@ -1,0 +1,173 @@
+"""Few-shot splits, fold manifests and the leak check, including the pre-trained AEMG methods."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from aemg.errors import AemgError
+from aemg.evaluate.loso import check_folds, run_folds, summarize, write_metrics
+from aemg.evaluate.methods import MethodContext, get_methods
+from aemg.evaluate.run import compute_features, evaluate_trials
+from aemg.evaluate.splits import few_shot_split
+from aemg.evaluate.synthetic import make_synthetic_trials
+
+FRACTIONS = [0.01, 0.05, 0.1, 0.2, 0.4, 0.8]
+TINY = {"width": 32, "depth": 1, "heads": 2, "conv_channels": 8, "codebook_size": 16, "code_dim": 8,
+        "epochs_vq": 1, "epochs_mtm": 1, "batch_size": 512}
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trials():
+    return make_synthetic_trials(n_subjects=3, n_classes=3, trials_per_class=20, seed=2, noise=0.3)
+
+
+def test_few_shot_subsets_are_stratified_nested_earliest_and_disjoint_from_test(trials):
+    index = np.flatnonzero(trials.subject == "S01")
+    split = few_shot_split(trials.gesture, trials.chrono, trials.sentence, index, FRACTIONS, 0.8, "S01")
+    test = set(split.test.tolist())
+    assert test and test <= set(index.tolist())
+    assert not test & set(split.pool.tolist())
+    # no contraction (sentence) straddles adaptation and test
+    assert not set(trials.sentence[split.pool]) & set(trials.sentence[split.test])
+    previous: set[int] = set()
+    for f in FRACTIONS:
+        subset = split.subsets[f]
+        assert not test & set(subset.tolist()), f
+        assert set(subset.tolist()) <= set(split.pool.tolist())
+        counts = np.bincount(trials.gesture[subset], minlength=3)
+        assert (counts >= 1).all(), (f, counts)  # every class, at least one trial
+        assert counts.max() - counts.min() <= 1  # stratified: classes equally represented here
+        assert previous <= set(subset.tolist())  # nested: more data extends less data
+        previous = set(subset.tolist())
+        for c in range(3):  # the earliest trials of the class come first
+            pool_c = split.pool[trials.gesture[split.pool] == c]
+            chosen = subset[trials.gesture[subset] == c]
+            assert trials.chrono[chosen].max() <= np.sort(trials.chrono[pool_c])[len(chosen) - 1]
+    assert len(split.subsets[0.01]) == 3 and len(split.subsets[0.8]) == len(split.pool)
+    # test trials are the latest ones of each class
+    for c in range(3):
+        t_c = split.test[trials.gesture[split.test] == c]
+        p_c = split.pool[trials.gesture[split.pool] == c]
+        assert trials.chrono[t_c].min() > trials.chrono[p_c].max()
+
+
+def test_few_shot_rejects_fractions_beyond_the_pool(trials):
+    with pytest.raises(ValueError, match="pool_fraction"):
+        few_shot_split(trials.gesture, trials.chrono, trials.sentence, np.arange(10), [0.9], 0.8)
+
+
+def _run(trials, names, fs=("lda",)):
+    methods = get_methods(names)
+    features = compute_features(trials, {m.features for m in methods}, {}, None)
+    return run_folds(trials, methods, features, MethodContext(trials=trials), few_shot_methods=fs,
+                     fractions=FRACTIONS, pool_fraction=0.8)
+
+
+def test_few_shot_rows_manifests_and_leak_check(trials):
+    res = _run(trials, ["lda", "svm"])
+    table = pd.DataFrame(res.rows)
+    fs = table[table.fraction > 0]
+    assert set(fs.method) == {"lda"} and sorted(fs.fraction.unique()) == FRACTIONS
+    assert len(fs) == 3 * len(FRACTIONS)
+    # every fraction of a subject is scored on the same test set
+    assert fs.groupby("subject").n_trials.nunique().eq(1).all()
+    folds = {"synthetic": res.folds}
+    check_folds(folds)  # passes
+    assert [f["test_subject"] for f in res.folds] == trials.subjects
+    for fold in res.folds:
+        fs_fit = fold["few_shot"]["methods"]["lda"]["0.8"]["fitted_subjects"]
+        assert fold["test_subject"] in fs_fit  # adaptation data of the target is used ...
+        assert fold["test_subject"] not in fold["methods"]["lda"]["fitted_subjects"]  # ... never in LOSO
+
+    leaked = copy.deepcopy(folds)
+    leaked["synthetic"][1]["methods"]["svm"]["fitted_subjects"].append(leaked["synthetic"][1]["test_subject"])
+    with pytest.raises(AemgError, match="svm was fitted on the test subject"):
+        check_folds(leaked)
+    overlap = copy.deepcopy(folds)
+    fs0 = overlap["synthetic"][0]["few_shot"]
+    fs0["adaptation_trials"]["0.05"].append(fs0["test_trials"][0])
+    with pytest.raises(AemgError, match="adaptation trial"):
+        check_folds(overlap)
+
+
+def test_summary_has_mean_std_few_shot_and_wilcoxon(trials, tmp_path):
+    res = _run(trials, ["lda", "svm"])
+    rows = res.rows + [dict(r, method="aemg_probe") for r in res.rows if r["method"] == "svm" and r["fraction"] == 0]
+    summary = write_metrics(rows, tmp_path, few_shot_zero=res.few_shot_zero, predictions=res.predictions,
+                            folds={"synthetic": res.folds})
+    per = summary["synthetic"]
+    assert {"lda", "svm", "aemg_probe"} <= set(per)
+    assert per["lda"]["n_subjects"] == 3 and 0 <= per["lda"]["accuracy_std"]
+    fs = per["lda"]["few_shot"]
+    assert set(fs) == {"0", *(f"{f:g}" for f in FRACTIONS)}
+    assert fs["0.8"]["relative_mean"] == pytest.approx(1.0)
+    w = per["aemg_probe"]["wilcoxon_vs_best_baseline"]
+    assert w["baseline"] in {"lda", "svm"} and 0 <= w["p_value"] <= 1 and w["n_subjects"] == 3
+    assert per["aemg_probe"]["best_aemg"] is True
+    scores = pd.read_csv(tmp_path / "loso_scores.csv")
+    assert list(scores.columns) == ["dataset", "subject", "method", "fraction", "accuracy", "balanced_accuracy", "macro_f1", "n_trials"]
+    preds = pd.read_csv(tmp_path / "loso_predictions.csv.gz")
+    assert len(preds[preds.method == "lda"]) == len(trials)
+    assert json.loads((tmp_path / "folds.json").read_text())["synthetic"][0]["test_subject"] == "S00"
+    assert summarize(pd.DataFrame(res.rows))["synthetic"]["lda"]["accuracy_mean"] == per["lda"]["accuracy_mean"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, trials) -> Path:
+    """A tiny model pre-trained on *another* dataset, with its manifest."""
+    from aemg.model import make_synthetic_tokenset, preset, pretrain
+
+    out = tmp_path_factory.mktemp("model")
+    train = make_synthetic_tokenset(n_events=300, n_chans=trials.n_chans, n_subjects=3, dataset="other", seed=0)
+    held = make_synthetic_tokenset(n_events=80, n_chans=trials.n_chans, n_subjects=1, dataset="other", seed=1, subject_offset=3)
+    torch.set_num_threads(1)
+    pretrain([train], [held], preset("cpu-small", **TINY), out, progress=False)
+    (out / "manifest.json").write_text(json.dumps({"evaluated_dataset": "synthetic", "subjects_seen": {"other": ["S01", "S02", "S03"]}}))
+    return out
+
+
+def test_aemg_methods_run_with_the_leak_check_recorded(trials, pretrained):
+    ep = {"methods": ["lda", "aemg_probe", "aemg_finetune"], "few_shot_methods": ["aemg_probe"],
+          "few_shot_fractions": [0.05, 0.4], "transformer_epochs": 1, "seed": 0, "min_subjects": 3}
+    res = evaluate_trials(trials, ep, pretrained)
+    table = pd.DataFrame(res["rows"])
+    assert set(table[table.fraction == 0].method) == {"lda", "aemg_probe", "aemg_finetune"}
+    assert set(table[table.fraction > 0].method) == {"aemg_probe"}
+    for fold in res["folds"]:
+        for name in ("aemg_probe", "aemg_finetune"):
+            assert fold["methods"][name]["pretrained"]["leak_check"] == "passed"
+    check_folds({"synthetic": res["folds"]})
+
+
+def test_leak_check_fails_when_the_model_saw_a_test_subject(trials, pretrained, tmp_path):
+    import shutil
+
+    leaky = tmp_path / "leaky"
+    shutil.copytree(pretrained, leaky)
+    (leaky / "manifest.json").write_text(json.dumps({"subjects_seen": {"synthetic": ["S02"], "other": ["S01"]}}))
+    ep = {"methods": ["lda", "aemg_probe"], "few_shot_methods": [], "seed": 0}
+    with pytest.raises(AemgError, match=r"leak check failed: test subjects \['S02'\]"):
+        evaluate_trials(trials, ep, leaky)
+    # the recorded manifests are checked independently of the per-fold check
+    res = evaluate_trials(trials, ep, pretrained)
+    res["folds"][2]["methods"]["aemg_probe"]["pretrained"]["subjects_seen"]["synthetic"] = ["S02"]
+    with pytest.raises(AemgError, match="pre-trained model saw the test subject"):
+        check_folds({"synthetic": res["folds"]})
