@@ -120,6 +120,7 @@ def run_folds(
     max_repeat: int = 20,
     leak_check: LeakCheck | None = None,
     log: Callable[[str], None] | None = None,
+    on_fold: Callable[[int], None] | None = None,
 ) -> LosoResult:
     """LOSO of every method (fraction 0) plus few-shot adaptation rows (fraction > 0).
 
@@ -127,7 +128,8 @@ def run_folds(
     test set and nested class-stratified adaptation subsets from the earliest trials; the subset
     (repeated to weigh like one training subject, see ``max_repeat``) is added to the other
     subjects' trials and a fresh estimator is fitted. ``pool_fraction`` is always evaluated too:
-    it is the "full data" reference of the few-shot table.
+    it is the "full data" reference of the few-shot table. ``on_fold(fold_no)`` runs before
+    each fold (the caller re-chooses its thread count there).
     """
     ctx = ctx or MethodContext(trials=trials)
     ctx.trials = trials if ctx.trials is None else ctx.trials
@@ -137,6 +139,8 @@ def run_folds(
     fs_methods = [m for m in methods if m.name in set(few_shot_methods)]
     fracs = sorted({float(f) for f in fractions} | ({float(pool_fraction)} if fs_methods and fractions else set()))
     for fold_no, (subject, train, test) in enumerate(loso_folds(trials.subject)):
+        if on_fold:
+            on_fold(fold_no)
         train_subjects = sorted(set(trials.subject[train].tolist()))
         fold: dict[str, Any] = {
             "fold": fold_no, "test_subject": subject, "train_subjects": train_subjects,

@@ -76,7 +76,8 @@ def make_leak_check(dataset: str, model_dir: Path | None, fixedwin_dir: Path | N
 
 
 def evaluate_trials(trials: Trials, ep: dict[str, Any], model_dir: Path | None = None,
-                    fixedwin_dir: Path | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    fixedwin_dir: Path | None = None, log: Callable[[str], None] | None = None,
+                    on_fold: Callable[[int], None] | None = None) -> dict[str, Any]:
     """LOSO (+ few-shot) of ``ep['methods']`` on ready trials; see :func:`run_folds`."""
     if len(trials.subjects) < int(ep.get("min_subjects", 3)):
         raise AemgError(f"{trials.dataset}: LOSO needs at least {ep.get('min_subjects', 3)} subjects with labelled events, found {trials.subjects}")
@@ -92,6 +93,7 @@ def evaluate_trials(trials: Trials, ep: dict[str, Any], model_dir: Path | None =
         max_repeat=int(ep_get(ep, "few_shot_max_repeat")),
         leak_check=make_leak_check(trials.dataset, model_dir, fixedwin_dir),
         log=log,
+        on_fold=on_fold,
     )
     return result.to_dict()
 
@@ -106,15 +108,28 @@ def evaluate_dataset(tokens: Path, model_dir: Path, dataset: str, ep: dict[str, 
     from aemg.model.train import auto_num_threads
 
     # OpenMP threads spin at barriers: on a shared machine two threads on two busy cores run
-    # several times slower than one, so take the CPUs that are free now (AEMG_NUM_THREADS wins).
-    threads = int(ep_get(ep, "max_threads") or auto_num_threads())
+    # many times slower than one (a fold measured 17 min instead of 1), so the thread count is
+    # chosen again before every fold from the CPUs free at that moment; ``max_threads`` (or
+    # AEMG_NUM_THREADS) fixes it instead.
+    fixed = ep_get(ep, "max_threads")
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    limiter = threadpool_limits(int(fixed or 1))
+
+    def choose_threads(fold_no: int) -> None:
+        nonlocal limiter
+        n = int(fixed or auto_num_threads())
+        if log and fold_no >= 0 and n != torch.get_num_threads():
+            log(f"{dataset}: fold {fold_no + 1}: {n} thread(s)")
+        torch.set_num_threads(n)
+        limiter.restore_original_limits()
+        limiter = threadpool_limits(n)
+
     try:
-        with threadpool_limits(threads):
-            trials = load_trials(tokens, dataset, harmonized)
-            if log:
-                log(f"{dataset}: {len(trials)} trials, {len(trials.subjects)} subjects, {threads} thread(s)")
-            return evaluate_trials(trials, ep, Path(model_dir), Path(model_dir) / FIXEDWIN_SUBDIR, log)
+        choose_threads(-1)
+        trials = load_trials(tokens, dataset, harmonized)
+        if log:
+            log(f"{dataset}: {len(trials)} trials, {len(trials.subjects)} subjects, {torch.get_num_threads()} thread(s) at start")
+        return evaluate_trials(trials, ep, Path(model_dir), Path(model_dir) / FIXEDWIN_SUBDIR, log, choose_threads)
     finally:
+        limiter.restore_original_limits()
         torch.set_num_threads(before)
