@@ -171,3 +171,16 @@ def test_leak_check_fails_when_the_model_saw_a_test_subject(trials, pretrained, 
     res["folds"][2]["methods"]["aemg_probe"]["pretrained"]["subjects_seen"]["synthetic"] = ["S02"]
     with pytest.raises(AemgError, match="pre-trained model saw the test subject"):
         check_folds({"synthetic": res["folds"]})
+
+
+def test_chronology_follows_repetitions_not_file_order():
+    from aemg.evaluate.trials import chronological_rank
+
+    # recordings stored in file-name order: classe_0 (rep 0), classe_10 (rep 1), classe_2 (rep 0)
+    repetition = np.array([0, 1, 0])
+    recording = np.array([1, 1, 0, 2, 0])
+    start = np.array([0, 50, 100, 0, 0])
+    rank = chronological_rank(recording, start, repetition)
+    # rep 0 first (recording 0 by start, then recording 2), then rep 1 (recording 1 by start)
+    assert rank.tolist() == [3, 4, 1, 2, 0]
+    assert chronological_rank(recording, start).tolist() == [2, 3, 1, 4, 0]

@@ -46,7 +46,9 @@ def compute_features(trials: Trials, needed: set[str], ep: dict[str, Any], model
             from aemg.model.stage import check_no_leak
 
             if directory is None or not (Path(directory) / "mtm.pt").exists():
-                raise AemgError(f"{trials.dataset}: {key} needs a pre-trained model in {directory}; run `aemg pretrain` first")
+                how = ("pre-train the fixed-window ablation (aemg.evaluate.ablation.pretrain_fixed_window_all)"
+                       if key.endswith("fixedwin") else "run `aemg pretrain`")
+                raise AemgError(f"{trials.dataset}: {key} needs a pre-trained model in {directory}; {how} first")
             check_no_leak(Path(directory), trials.dataset, trials.subjects)
             features[key] = embed_tokens(Path(directory), trials.tokenset(), device=ep_get(ep, "device"))
     if "aemg_embedding_rms" in needed:
