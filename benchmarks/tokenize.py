@@ -22,11 +22,18 @@ One run, one synthetic input (band-limited noise with contraction bursts, seeded
     LocalCluster with 1 and then 2 single-threaded workers, warm (imports done), same input;
     beside it the same number of tasks of fixed pure-CPU work (``cpu_ceiling_2_workers``):
     on a shared 2-core machine this ceiling, not the tokenizer, bounds ``scaling_2_workers``.
-(d) peak RSS of this process and of every Dask worker.
+(d) peak RSS of this process and of every Dask worker, and the event tokenizer's peak RSS
+    as the recording grows: ``--minutes`` and 4x as long (the input repeated), each in a fresh
+    subprocess reading the recording block by block from a .npy file, as a worker reads the
+    store. Detection alone must stay flat; cutting tokens adds the tokens themselves (the
+    result a worker returns), reported beside it as ``token_mb``.
 
 Throughputs are input samples (time x channels) per second; each timing is the best of
 ``--repeats``. The last line is one JSON object with ``speedup_vs_libemg``,
-``ratio_to_fft_floor``, ``scaling_2_workers`` and ``peak_rss_mb`` (plus the details).
+``ratio_to_fft_floor``, ``scaling_2_workers`` and ``peak_rss_mb`` (the worst per-worker peak:
+Dask workers and event-tokenizer subprocesses; this process's own peak, which holds the whole
+input and LibEMG's comparison, is ``peak_rss_main_mb``), plus the details. The machine's load
+average is recorded next to the Dask timings: on a shared machine they measure the neighbours too.
 """
 
 from __future__ import annotations
@@ -39,7 +46,6 @@ if __name__ == "__main__" and not __package__:
 import argparse
 import json
 import os
-import resource
 import subprocess
 import tempfile
 import textwrap
@@ -48,9 +54,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 from scipy import fft as sp_fft
 from scipy import signal
+
+from benchmarks.common import best_of, current_rss_mb, finish, peak_rss_mb, reset_peak_rss
 
 DEFAULT_LIBEMG_PYTHON = Path.home() / ".cache" / "aemg" / "libemg-venv" / "bin" / "python"
 FEATURES_FILE = Path(__file__).resolve().parents[1] / "aemg" / "tokenize" / "features.py"
@@ -80,15 +88,6 @@ def synthetic_input(minutes: float, sfreq: float, n_chans: int, seed: int = 0) -
     return out
 
 
-def best_of(repeats: int, fn: Any) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, result
-
-
 def fft_floor(x: np.ndarray, window: int, stride: int, chunk_frames: int = 256) -> int:
     """One rFFT per window, nothing else, in the same chunks and layout as ``window_features``."""
     n_frames = 1 + (len(x) - window) // stride
@@ -96,8 +95,9 @@ def fft_floor(x: np.ndarray, window: int, stride: int, chunk_frames: int = 256) 
     for f0 in range(0, n_frames, chunk_frames):
         count = min(chunk_frames, n_frames - f0)
         seg = x[f0 * stride:(f0 + count - 1) * stride + window]
-        windows = sliding_window_view(seg, window, axis=0)[::stride]
-        bins += sp_fft.rfft(windows.transpose(2, 0, 1), axis=0).shape[0]
+        step, chan = seg.strides
+        windows = as_strided(seg, (window, count, seg.shape[1]), (step, stride * step, chan), writeable=False)
+        bins += sp_fft.rfft(windows, axis=0).shape[0]
     return bins
 
 
@@ -175,14 +175,25 @@ def bench_features(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
 
     window, stride = round(0.05 * args.sfreq), round(0.025 * args.sfreq)
     samples = x.size
-    ours_s, feats = best_of(args.repeats, lambda: window_features(x, args.sfreq, window, stride,
-                                                                    wamp_threshold=WAMP_THRESHOLD))
-    floor_s, _ = best_of(args.repeats, lambda: fft_floor(x, window, stride))
+    # interleaved, so a neighbour's load burst hits both; CPU time as well as wall time, since on
+    # a shared machine the wall clock also measures the neighbours
+    wall = {"ours": float("inf"), "floor": float("inf")}
+    cpu = dict(wall)
+    runs = {"ours": lambda: window_features(x, args.sfreq, window, stride, wamp_threshold=WAMP_THRESHOLD),
+            "floor": lambda: fft_floor(x, window, stride)}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            wall[name] = min(wall[name], time.perf_counter() - t)
+            cpu[name] = min(cpu[name], time.process_time() - c)
+    ours_s, floor_s = wall["ours"], wall["floor"]
     out: dict[str, Any] = {
-        "window": window, "stride": stride, "frames": int(feats.shape[0]),
+        "window": window, "stride": stride, "frames": 1 + (len(x) - window) // stride,
         "ours_s": ours_s, "ours_msamples_per_s": samples / ours_s / 1e6,
         "fft_floor_s": floor_s, "fft_floor_msamples_per_s": samples / floor_s / 1e6,
-        "ratio_to_fft_floor": ours_s / floor_s,
+        "ratio_to_fft_floor": ours_s / floor_s, "ours_cpu_s": cpu["ours"], "fft_floor_cpu_s": cpu["floor"],
+        "ratio_to_fft_floor_cpu": cpu["ours"] / cpu["floor"],
     }
     if args.no_libemg:
         out["libemg"] = "skipped (--no-libemg)"
@@ -210,33 +221,6 @@ def bench_events(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def reset_peak_rss() -> None:
-    """Reset this process's high-water RSS (Linux: ``5`` into /proc/self/clear_refs).
-
-    ``ru_maxrss`` cannot be used for workers: across fork + exec Linux carries the parent's
-    high-water mark into the child's, so a worker spawned by a big parent reports the parent.
-    """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float:
-    """High-water RSS of this process since start or the last :func:`reset_peak_rss` (VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def current_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def bench_dask(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from distributed import Client, LocalCluster
 
@@ -261,6 +245,7 @@ def bench_dask(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             client.run(reset_peak_rss)
             t, groups = best_of(args.repeats, lambda map_fn=map_fn: tokenize_group(store, "synthetic", tp, map_fn))
             out[f"workers_{n_workers}_s"] = t
+            out[f"workers_{n_workers}_loadavg_1min"] = os.getloadavg()[0]  # other users' load counts too
             out[f"workers_{n_workers}_peak_rss_mb"] = max(client.run(peak_rss_mb).values())
             # the same number of tasks of fixed pure-CPU work: what this machine lets 2 workers gain
             out[f"ceiling_{n_workers}_s"], _ = best_of(
@@ -313,6 +298,60 @@ def bench_memory_vs_length(args: argparse.Namespace, tmp: Path) -> dict[str, Any
     return out
 
 
+def npy_reader(path: Path) -> tuple[Any, int, int]:
+    """``read(a, b)`` of rows [a, b) of a 2-D .npy file by seek + read, never mapping the file
+    (mapped pages would count in RSS), plus its shape."""
+    f = open(path, "rb")  # open as long as the reader lives
+    np.lib.format.read_magic(f)
+    (n_times, n_chans), _, dtype = np.lib.format.read_array_header_1_0(f)
+    offset, row = f.tell(), n_chans * dtype.itemsize
+
+    def read(a: int, b: int) -> np.ndarray:
+        f.seek(offset + a * row)
+        return np.fromfile(f, dtype, (b - a) * n_chans).reshape(b - a, n_chans)
+
+    return read, n_times, n_chans
+
+
+def events_worker(path: Path, detector: str, sfreq: float) -> dict[str, Any]:
+    """In a fresh process: peak RSS of detection, then of detection + token cutting, one recording."""
+    from aemg.params import DEFAULTS
+    from aemg.tokenize.events import EventParams, cut_tokens, detect_read
+
+    read, n_times, n_chans = npy_reader(path)
+    p = EventParams.from_params({**DEFAULTS["tokenize"], "detector": detector}, sfreq)
+    base = current_rss_mb()
+    reset_peak_rss()
+    t = time.perf_counter()
+    events = detect_read(read, n_times, n_chans, p)
+    detect_s, detect_peak = time.perf_counter() - t, peak_rss_mb()
+    tokens = cut_tokens(read, lambda a, b: np.zeros(b - a, np.int16), n_times, n_chans, events, p,
+                        np.ones(n_chans, np.float32))
+    return {"detector": detector, "recording_mb": n_times * n_chans * 4 / 2**20, "base_rss_mb": base,
+            "detect_s": detect_s, "detect_peak_rss_mb": detect_peak, "detect_added_rss_mb": detect_peak - base,
+            "peak_rss_mb": peak_rss_mb(), "added_rss_mb": peak_rss_mb() - base, "tokens": len(tokens["start"]),
+            "token_mb": sum(v.nbytes for v in tokens.values()) / 2**20}
+
+
+def bench_event_memory(args: argparse.Namespace, x: np.ndarray, tmp: Path) -> dict[str, Any]:
+    """The event tokenizer on ``x`` and on ``x`` repeated 4 times, each in a fresh subprocess."""
+    short, long = tmp / "short.npy", tmp / "long.npy"
+    np.save(short, x)
+    out = np.lib.format.open_memmap(long, mode="w+", dtype=x.dtype, shape=(4 * len(x), x.shape[1]))
+    for i in range(4):
+        out[i * len(x):(i + 1) * len(x)] = x
+    out.flush()
+    del out
+    result: dict[str, Any] = {}
+    for path, minutes in ((short, args.minutes), (long, 4 * args.minutes)):
+        for detector in ("aemg_energy", "hysteresis"):
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.tokenize", "--events-worker", str(path),
+                                   "--detector", detector, "--sfreq", str(args.sfreq)],
+                                  capture_output=True, text=True, check=True)
+            result[f"{minutes:g}min_{detector}"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the feature/event input")
@@ -327,8 +366,16 @@ def main() -> None:
     parser.add_argument("--dask-sfreq", type=float, default=2000.0)
     parser.add_argument("--skip-dask", action="store_true")
     parser.add_argument("--skip-memory-scan", action="store_true", help="skip the worker RSS at L and 4 L")
+    parser.add_argument("--skip-event-memory", action="store_true", help="skip the event tokenizer's RSS at L and 4 L")
     parser.add_argument("--out", default="metrics/benchmark_tokenize.json")
+    parser.add_argument("--events-worker", type=Path, help=argparse.SUPPRESS)  # internal: one subprocess
+    parser.add_argument("--detector", default="aemg_energy", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.dask_recordings < 4:
+        parser.error("--dask-recordings must be at least 4: the synthetic store has four subjects")
+    if args.events_worker:
+        print(json.dumps(events_worker(args.events_worker, args.detector, args.sfreq)))
+        return
     if args.install_libemg:
         install_libemg(Path(args.libemg_python))
 
@@ -350,6 +397,10 @@ def main() -> None:
     print("events", json.dumps(report["events"]), flush=True)
     main_rss = max(report["features"]["peak_rss_mb"], report["events"]["peak_rss_mb"])
     report["input_mb"] = input_mb
+    if not args.skip_event_memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["event_memory_vs_length"] = bench_event_memory(args, x, Path(tmp))
+        print("event_memory_vs_length", json.dumps(report["event_memory_vs_length"]), flush=True)
     del x
     if not args.skip_dask:
         with tempfile.TemporaryDirectory() as tmp:
@@ -360,15 +411,22 @@ def main() -> None:
                 print("memory_vs_length", json.dumps(report["memory_vs_length"]), flush=True)
     report["loadavg_end"] = os.getloadavg()
     worker_rss = max([v for k, v in report.get("dask", {}).items() if k.endswith("peak_rss_mb")]
-                     + [v["peak_rss_mb"] for v in report.get("memory_vs_length", {}).values()], default=0.0)
+                     + [v["peak_rss_mb"] for v in report.get("memory_vs_length", {}).values()]
+                     + [v["peak_rss_mb"] for v in report.get("event_memory_vs_length", {}).values()], default=0.0)
+    event_mem = report.get("event_memory_vs_length", {})
     lib = report["features"].get("libemg")
     summary = {
         "speedup_vs_libemg": report["features"].get("speedup_vs_libemg"),
         "ratio_to_fft_floor": report["features"]["ratio_to_fft_floor"],
+        "ratio_to_fft_floor_cpu": report["features"]["ratio_to_fft_floor_cpu"],
         "scaling_2_workers": report.get("dask", {}).get("scaling_2_workers"),
+        "scaling_loadavg_1min": [report.get("dask", {}).get(f"workers_{n}_loadavg_1min") for n in (1, 2)],
         "cpu_ceiling_2_workers": report.get("dask", {}).get("cpu_ceiling_2_workers"),
-        "peak_rss_mb": max(main_rss, worker_rss),
+        "peak_rss_mb": worker_rss,
         "peak_rss_main_mb": main_rss,
+        "event_detect_added_rss_mb": {k: round(v["detect_added_rss_mb"], 1) for k, v in event_mem.items()},
+        "event_tokenizer_added_rss_mb": {k: round(v["added_rss_mb"], 1) for k, v in event_mem.items()},
+        "event_token_mb": {k: round(v["token_mb"], 1) for k, v in event_mem.items()},
         "features_added_rss_mb": report["features"]["added_rss_mb"],
         "events_added_rss_mb": report["events"]["added_rss_mb"],
         "peak_rss_worker_mb": worker_rss,
@@ -379,10 +437,7 @@ def main() -> None:
     }
     if isinstance(lib, str):
         print(f"note: speedup_vs_libemg is null: {lib}", file=sys.stderr)
-    report["summary"] = summary
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps(summary))
+    finish(report, summary, args.out)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 """Tokenize a harmonized dataset group, one task per block of recordings.
 
 Tasks receive the store path and recording indices, not arrays, so a Dask worker reads only
-its own slices of the store. Three passes over the recordings:
+its own slices of the store. Three passes over the recordings (four with the hysteresis
+detector's ``floor_scope: subject``, whose first pass returns a fixed-size summary of each
+recording's window energy so the driver can pool a noise floor per subject):
 
 1. per recording, the per-channel power of the raw signal (its per-subject sum is the events'
    z-score divisor, a label-free per-user calibration) and of the band-passed signal (the
    training subjects' RMS sets the muscle-state feature thresholds); streamed in time blocks;
 2. a seeded sample of the training subjects' feature rows, pooled in the driver to fit the
    muscle-state codebook (training subjects only);
-3. events and tokens, and the muscle-state of every frame and channel.
+3. events and tokens, and the muscle-state of every frame and channel, read block by block
+   (the event detector's window energy, the tokens of each event, the states' filter blocks),
+   so a worker never holds a whole recording.
 
 Results are small (index rows, 50-sample tokens, int16 states) and are gathered by the driver,
 which writes the token store once (see :mod:`aemg.tokenize.stage`): no two tasks ever write,
@@ -29,7 +33,7 @@ import xarray as xr
 from aemg.harmonize.dataset import recording_table_from
 from aemg.schemas import EventTable
 from aemg.store import open_group
-from aemg.tokenize.events import EventParams, detect, tokens_from_events
+from aemg.tokenize.events import EventParams, cut_tokens, detect_read, recording_floor_summary, subject_floors
 from aemg.tokenize.state_tokens import (
     StateParams,
     StatePlan,
@@ -65,6 +69,18 @@ def block_power(store: Path, group: str, recs: list[int], tp: dict[str, Any] | N
     return out
 
 
+def block_floors(store: Path, group: str, recs: list[int], tp: dict[str, Any]
+                 ) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+    """Floor pass (``floor_scope: subject``): (recording, window-energy summary) per recording."""
+    data = open_recordings(store, group)
+    p = EventParams.from_params(tp, data.sfreq)
+    out = []
+    for rec in recs:
+        read_emg, _, n_times = data.span(rec)
+        out.append((rec, recording_floor_summary(read_emg, n_times, data.n_chans, p)))
+    return out
+
+
 def block_tokens(
     store: Path,
     group: str,
@@ -72,20 +88,25 @@ def block_tokens(
     tp: dict[str, Any],
     scales: dict[str, np.ndarray],
     plan: StatePlan | None = None,
+    floors: dict[str, float] | None = None,
 ) -> list[tuple[int, dict[str, np.ndarray], tuple[np.ndarray, np.ndarray] | None]]:
-    """Pass 3: (recording, event tokens, (states, frame gesture) or None) per recording."""
+    """Pass 3: (recording, event tokens, (states, frame gesture) or None) per recording.
+
+    ``floors`` are the subjects' hysteresis noise floors (``floor_scope: subject``); a subject
+    missing from it, or ``None``, means each recording's own floor.
+    """
     data = open_recordings(store, group)
     p = EventParams.from_params(tp, data.sfreq)
     out = []
     for rec in recs:
         read_emg, read_gesture, n_times = data.span(rec)
-        x, gesture = read_emg(0, n_times), read_gesture(0, n_times)  # the event detectors need it whole
-        events = tokens_from_events(x, gesture, detect(x, p), p, scales[data.table.subject.iloc[rec]])
+        subject = data.table.subject.iloc[rec]
+        found = detect_read(read_emg, n_times, data.n_chans, p, (floors or {}).get(subject))
+        events = cut_tokens(read_emg, read_gesture, n_times, data.n_chans, found, p, scales[subject])
         states = None
         if plan is not None:
             assert plan.codebook is not None
-            states = recording_states(lambda a, b, x=x: x[a:b], lambda a, b, g=gesture: g[a:b], n_times,
-                                      data.n_chans, plan.sp, plan.thr, plan.codebook)
+            states = recording_states(read_emg, read_gesture, n_times, data.n_chans, plan.sp, plan.thr, plan.codebook)
         out.append((rec, events, states))
     return out
 
@@ -138,7 +159,12 @@ def tokenize_group(store: Path, group: str, tp: dict[str, Any], map_fn: MapFn = 
     powers = _gather(map_fn, lambda recs: block_power(store, group, recs, state_tp), parts)
     scales = subject_scales(table, [(rec, raw, n) for rec, raw, n, _, _ in powers])
     plan = state_plan(store, group, tp, map_fn, powers) if states else None
-    results = _gather(map_fn, lambda recs: block_tokens(store, group, recs, tp, scales, plan), parts)
+    p = EventParams.from_params(tp, sfreq)
+    floors = None
+    if p.subject_floor:
+        summaries = _gather(map_fn, lambda recs: block_floors(store, group, recs, tp), parts)
+        floors = subject_floors([(table.subject.iloc[rec], summary) for rec, summary in summaries], p.floor_quantile)
+    results = _gather(map_fn, lambda recs: block_tokens(store, group, recs, tp, scales, plan, floors), parts)
     out = {"events": events_dataset(ds, table, [(rec, tok) for rec, tok, _ in results], sfreq, tp)}
     if plan is not None:
         out["states"] = states_dataset(ds, table, plan, [(rec, *st) for rec, _, st in results])

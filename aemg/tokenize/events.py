@@ -9,6 +9,8 @@ every channel look alike).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,11 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 DETECTORS = ("aemg_energy", "hysteresis")
+FLOOR_SCOPES = ("recording", "subject")
+ENERGY_BLOCK_VALUES = 1 << 20  # samples x channels per block of window_energy: 4 MB of float32
+FLOOR_POINTS = 1024  # energy values per recording sent to the driver for a subject floor
+
+Reader = Callable[[int, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,7 @@ class EventParams:
     max_tokens_per_sentence: int
     min_gap: int
     floor_quantile: float
+    floor_scope: str
     on_ratio: float
     off_ratio: float
 
@@ -37,6 +45,10 @@ class EventParams:
     def from_params(cls, tp: dict[str, Any], sfreq: float) -> EventParams:
         if tp["detector"] not in DETECTORS:
             raise ValueError(f"unknown detector {tp['detector']!r}; available: {', '.join(DETECTORS)}")
+        hyst = tp["hysteresis"]
+        scope = hyst["floor_scope"]
+        if scope not in FLOOR_SCOPES:
+            raise ValueError(f"tokenize.hysteresis.floor_scope={scope!r} is unknown; set one of {', '.join(FLOOR_SCOPES)}")
         return cls(
             detector=tp["detector"],
             window=max(1, round(tp["window_s"] * sfreq)),
@@ -47,18 +59,87 @@ class EventParams:
             max_order=int(tp["max_order"]),
             max_tokens_per_sentence=int(tp["max_tokens_per_sentence"]),
             min_gap=round(tp["min_gap_s"] * sfreq),
-            floor_quantile=float(tp["hysteresis"]["floor_quantile"]),
-            on_ratio=float(tp["hysteresis"]["on_ratio"]),
-            off_ratio=float(tp["hysteresis"]["off_ratio"]),
+            floor_quantile=float(hyst["floor_quantile"]),
+            floor_scope=scope,
+            on_ratio=float(hyst["on_ratio"]),
+            off_ratio=float(hyst["off_ratio"]),
         )
 
+    @property
+    def subject_floor(self) -> bool:
+        """True when the hysteresis detector needs the subject's floor from a pass over all its recordings."""
+        return self.detector == "hysteresis" and self.floor_scope == "subject"
 
-def window_energy(x: np.ndarray, window: int, stride: int) -> np.ndarray:
-    """Mean-square energy per window, summed over channels: (n_windows,)."""
-    power = (x.astype(np.float64) ** 2).sum(axis=1)
-    if len(power) < window:
-        return np.array([power.mean()]) if len(power) else np.zeros(0)
-    return sliding_window_view(power, window)[::stride].mean(axis=1)
+
+def _sum_rows(a: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 by pairwise halving, in place, with elementwise adds only.
+
+    np.sum and einsum choose their inner loops by array size, so a column's rounding could
+    depend on the size of the block it was read in (seen with einsum for < 8 rows); here it
+    depends on the number of rows only, which keeps block-wise window energy bit-exact.
+    """
+    while a.shape[0] > 1:
+        half, odd = divmod(a.shape[0], 2)
+        np.add(a[:half], a[half:2 * half], out=a[:half])
+        if odd:
+            a[0] += a[-1]
+        a = a[:half]
+    return a[0]
+
+
+def n_windows(n_times: int, window: int, stride: int) -> int:
+    """Windows of a recording; one short window when it is shorter than ``window`` samples."""
+    return 0 if n_times == 0 else 1 if n_times < window else 1 + (n_times - window) // stride
+
+
+def window_energy(read: Reader, n_times: int, n_chans: int, window: int, stride: int,
+                  block_values: int = ENERGY_BLOCK_VALUES) -> np.ndarray:
+    """Mean-square energy per window, summed over channels: (n_windows,) float32, read in blocks.
+
+    Only one block of samples is held at a time (``block_values`` samples x channels, rounded
+    to whole strides), so memory does not grow with the recording; the energy array itself is
+    ``stride x n_chans`` times smaller than the signal. Sums are taken over a grid of
+    ``gcd(window, stride)``-sample cells fixed by the recording; the cells of a window that
+    straddles two blocks are carried over, and every sum is a fixed sequence of elementwise
+    float32 adds (:func:`_sum_rows`), so the result is bit-identical whatever the block size.
+    A recording shorter than ``window`` is one window over all of it.
+    """
+    n_win = n_windows(n_times, window, stride)
+    if n_win == 0:
+        return np.zeros(0, np.float32)
+    if n_times < window:
+        window = stride = n_times
+    cell = math.gcd(window, stride)
+    per_window, per_stride = window // cell, stride // cell
+    used = (n_win - 1) * stride + window  # samples after the last window are in no window
+    span = min(used, max(stride, block_values // max(n_chans, 1) // stride * stride))
+    squares = np.empty((n_chans, span), np.float32)  # channel-major: the channel sum is row adds
+    cells = np.empty(per_window + span // cell, np.float32)  # carried cells, then this block's
+    energy = np.empty(n_win, np.float32)
+    # cells[0] is always the first cell of window `done`; `skip` counts cells still to come
+    # that no window covers (only when stride > window)
+    done, carried, skip = 0, 0, 0
+    for a in range(0, used, span):
+        b = min(used, a + span)
+        sq = np.square(read(a, b).T, out=squares[:, :b - a], dtype=np.float32)
+        power = _sum_rows(sq)  # (b - a,) summed over channels, a view into squares
+        n_new = (b - a) // cell
+        new = _sum_rows(power.reshape(n_new, cell).T)
+        drop, skip = min(skip, n_new), skip - min(skip, n_new)
+        np.copyto(cells[carried:carried + n_new - drop], new[drop:])
+        have = carried + n_new - drop
+        ready = (have - per_window) // per_stride + 1 if have >= per_window else 0
+        if ready:
+            out, last = energy[done:done + ready], (ready - 1) * per_stride + 1
+            np.copyto(out, cells[0:last:per_stride])
+            for j in range(1, per_window):
+                out += cells[j:j + last:per_stride]
+            done += ready
+        next_start = ready * per_stride
+        carried, skip = max(0, have - next_start), skip + max(0, next_start - have)
+        cells[:carried] = cells[next_start:have]
+    energy /= np.float32(window)
+    return energy
 
 
 def _runs(active: np.ndarray) -> list[tuple[int, int]]:
@@ -67,41 +148,85 @@ def _runs(active: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
 
 
-def detect_energy(x: np.ndarray, p: EventParams) -> list[tuple[int, int]]:
+def detect_energy(energy: np.ndarray, p: EventParams) -> np.ndarray:
     """AEMG: windows with energy > mean + k·std of the first ``baseline_fraction`` of windows.
 
     If nothing crosses (the recording starts mid-contraction, as single-gesture files do), the
     threshold falls back to the median + k·std of the whole recording, so that every recording
-    yields its strongest activity rather than nothing.
+    yields its strongest activity rather than nothing. Returns the active-window mask.
     """
-    energy = window_energy(x, p.window, p.stride)
-    if len(energy) == 0:
-        return []
-    head = energy[: max(1, round(p.baseline_fraction * len(energy)))]
-    active = energy > head.mean() + p.threshold_std * head.std()
+    e = energy.astype(np.float64)
+    head = e[: max(1, round(p.baseline_fraction * len(e)))]
+    active = e > head.mean() + p.threshold_std * head.std()
     if not active.any():
-        active = energy > np.median(energy) + p.threshold_std * energy.std()
-    return _windows_to_samples(_runs(active), p, len(x))
+        active = e > np.median(e) + p.threshold_std * e.std()
+    return active
 
 
-def detect_hysteresis(x: np.ndarray, p: EventParams) -> list[tuple[int, int]]:
+def recording_floor(energy: np.ndarray, p: EventParams) -> float:
+    """The hysteresis noise floor of one recording: a low quantile of its window energy."""
+    return float(np.quantile(energy.astype(np.float64), p.floor_quantile))
+
+
+def detect_hysteresis(energy: np.ndarray, p: EventParams, floor: float | None = None) -> np.ndarray:
     """Onset/offset with hysteresis: on above ``on_ratio`` x the noise floor, off below ``off_ratio`` x.
 
     The floor is a low quantile of window energy, which is rest even when a file starts
     mid-contraction (unlike AEMG's first 10 %); ratios of energy make the thresholds
-    independent of units and gain. Runs shorter than one token are dropped.
+    independent of units and gain. A recording that never rests (a Myo single-gesture file)
+    has no rest to take the floor from: pass the subject's ``floor`` (:func:`subject_floors`,
+    ``floor_scope: subject``); without it the recording's own floor is used. Returns the
+    active-window mask; runs shorter than one token are dropped by the caller.
     """
-    energy = window_energy(x, p.window, p.stride)
-    if len(energy) == 0:
-        return []
-    floor = max(float(np.quantile(energy, p.floor_quantile)), np.finfo(np.float64).tiny)
+    floor = recording_floor(energy, p) if floor is None else floor
+    floor = max(floor, np.finfo(np.float64).tiny)
     on, off = p.on_ratio * floor, p.off_ratio * floor
     state, active = False, np.zeros(len(energy), dtype=bool)
-    for i, e in enumerate(energy):
+    for i, e in enumerate(energy.tolist()):
         state = e > off if state else e > on
         active[i] = state
-    runs = [(a, b) for a, b in _runs(active) if (b - a - 1) * p.stride + p.window >= p.token_len]
-    return _windows_to_samples(runs, p, len(x))
+    return active
+
+
+def floor_summary(energy: np.ndarray, points: int = FLOOR_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """(values, weights) standing for one recording's window energies, at most ``points`` of each.
+
+    A recording with at most ``points`` windows sends them all (weight 1); a longer one sends
+    ``points`` evenly spaced quantiles, each weighing ``n_windows / points``, so what a task
+    returns to the driver does not grow with the recording and a pooled quantile is off by at
+    most ``1 / points`` in probability.
+    """
+    e = np.sort(energy.astype(np.float64))
+    if len(e) <= points:
+        return e, np.ones(len(e))
+    return np.quantile(e, (np.arange(points) + 0.5) / points), np.full(points, len(e) / points)
+
+
+def recording_floor_summary(read: Reader, n_times: int, n_chans: int, p: EventParams) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`floor_summary` of one recording's window energy, read block by block."""
+    return floor_summary(window_energy(read, n_times, n_chans, p.window, p.stride))
+
+
+def subject_floors(summaries: Iterable[tuple[str, tuple[np.ndarray, np.ndarray]]], quantile: float) -> dict[str, float]:
+    """Per subject, the ``quantile`` of the window energies pooled over all its recordings.
+
+    Pooling over recordings is what gives a subject that never rests within one file (a Myo
+    single-gesture recording) the floor of its quiet recordings.
+    """
+    pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for subject, summary in summaries:
+        pooled.setdefault(subject, []).append(summary)
+    floors = {}
+    for subject, parts in pooled.items():
+        values = np.concatenate([v for v, _ in parts])
+        weights = np.concatenate([w for _, w in parts])
+        if len(values) == 0:
+            continue
+        order = np.argsort(values, kind="stable")
+        cum = np.cumsum(weights[order])
+        at = min(int(np.searchsorted(cum, quantile * cum[-1])), len(values) - 1)
+        floors[subject] = float(values[order][at])
+    return floors
 
 
 def _windows_to_samples(runs: list[tuple[int, int]], p: EventParams, n_times: int) -> list[tuple[int, int]]:
@@ -115,25 +240,55 @@ def _windows_to_samples(runs: list[tuple[int, int]], p: EventParams, n_times: in
     return merged
 
 
-def detect(x: np.ndarray, p: EventParams) -> list[tuple[int, int]]:
-    return (detect_energy if p.detector == "aemg_energy" else detect_hysteresis)(x, p)
+def detect_read(read: Reader, n_times: int, n_chans: int, p: EventParams, floor: float | None = None,
+                block_values: int = ENERGY_BLOCK_VALUES) -> list[tuple[int, int]]:
+    """Events of one recording read block by block: half-open (start, stop) sample rows.
+
+    ``floor`` is the hysteresis detector's noise floor when it comes from elsewhere (the
+    subject's, see :func:`detect_hysteresis`); the energy detector ignores it. The events do
+    not depend on ``block_values`` (see :func:`window_energy`).
+    """
+    energy = window_energy(read, n_times, n_chans, p.window, p.stride, block_values)
+    if len(energy) == 0:
+        return []
+    if p.detector == "aemg_energy":
+        return _windows_to_samples(_runs(detect_energy(energy, p)), p, n_times)
+    runs = [(a, b) for a, b in _runs(detect_hysteresis(energy, p, floor))
+            if (b - a - 1) * p.stride + p.window >= p.token_len]
+    return _windows_to_samples(runs, p, n_times)
+
+
+def detect(x: np.ndarray, p: EventParams, floor: float | None = None) -> list[tuple[int, int]]:
+    """:func:`detect_read` on an in-memory (n_times, n_chans) array."""
+    return detect_read(lambda a, b: x[a:b], len(x), x.shape[1], p, floor)
 
 
 def tokens_from_events(
     x: np.ndarray, gesture: np.ndarray, events: list[tuple[int, int]], p: EventParams, scale: np.ndarray
 ) -> dict[str, np.ndarray]:
+    """:func:`cut_tokens` on in-memory arrays."""
+    return cut_tokens(lambda a, b: x[a:b], lambda a, b: gesture[a:b], len(x), x.shape[1], events, p, scale)
+
+
+def cut_tokens(
+    read: Reader, read_gesture: Reader, n_times: int, n_chans: int, events: list[tuple[int, int]],
+    p: EventParams, scale: np.ndarray, rows_per_read: int = 256,
+) -> dict[str, np.ndarray]:
     """Cut events into fixed-length tokens; ``scale`` (n_chans,) is the z-score divisor.
 
     A sentence holds at most ``max_tokens_per_sentence`` channel patches, so the number of
     token orders per sentence is ``min(max_order, max_tokens_per_sentence // n_chans)``.
+    Samples are read per event, at most ``rows_per_read`` tokens at a time, so besides the
+    tokens themselves (the result) memory holds one such piece, however long the recording.
     """
-    n_times, n_chans = x.shape
     T = p.token_len
     max_order = max(1, min(p.max_order, p.max_tokens_per_sentence // n_chans))
     rows: list[tuple[int, int, int, int, int]] = []  # start, stop, sentence, order, sentence start
+    pieces: list[tuple[int, int]] = []  # row ranges read together: within one event
     sentence = -1
     for ev_start, ev_stop in events:
         n_tok = max(1, -(-(ev_stop - ev_start) // T))
+        pieces += [(len(rows) + k, len(rows) + min(n_tok, k + rows_per_read)) for k in range(0, n_tok, rows_per_read)]
         for k in range(n_tok):
             if k % max_order == 0:
                 sentence += 1
@@ -143,10 +298,16 @@ def tokens_from_events(
     if not rows or n_times < T:
         return empty_tokens(n_chans, T)
     starts = np.array([r[0] for r in rows], dtype=np.int64)
-    windows = sliding_window_view(x, T, axis=0)[starts]  # (n_tok, n_chans, T), a view
-    energy = (windows.astype(np.float64) ** 2).mean(axis=2)
-    tokens = (windows - windows.mean(axis=2, keepdims=True)) / scale[None, :, None]
-    labels = np.array([_majority(gesture[s : s + T]) for s in starts], dtype=np.int16)
+    tokens = np.empty((len(rows), n_chans, T), np.float32)
+    energy = np.empty((len(rows), n_chans))
+    labels = np.empty(len(rows), np.int16)
+    for i0, i1 in pieces:
+        a, b = int(starts[i0]), int(starts[i1 - 1]) + T
+        windows = sliding_window_view(read(a, b), T, axis=0)[starts[i0:i1] - a]  # (rows, n_chans, T), a view
+        energy[i0:i1] = (windows.astype(np.float64) ** 2).mean(axis=2)
+        tokens[i0:i1] = (windows - windows.mean(axis=2, keepdims=True)) / scale[None, :, None]
+        gesture = read_gesture(a, b)
+        labels[i0:i1] = [_majority(gesture[s - a:s - a + T]) for s in starts[i0:i1]]
     return {
         "start": starts,
         "stop": np.array([r[1] for r in rows], dtype=np.int64),
@@ -156,7 +317,7 @@ def tokens_from_events(
         "dominant_channel": energy.argmax(axis=1).astype(np.int64),
         "energy": energy.astype(np.float32),
         "gesture": labels,
-        "token": tokens.astype(np.float32),
+        "token": tokens,
     }
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from aemg.harmonize.dataset import recording_table_from
 from aemg.store import list_groups, open_group
-from aemg.tokenize.events import DETECTORS, EventParams, detect
+from aemg.tokenize.events import DETECTORS, EventParams, detect, recording_floor_summary, subject_floors
 from aemg.tokenize.quality import detection_scores, label_agreement
 from aemg.tokenize.synthetic import synthetic_recording
 
@@ -54,18 +54,25 @@ def real_report(store: Path, tp: dict[str, Any], datasets: list[str] | None = No
         sfreq = float(ds.attrs["sfreq"])
         emg, gesture = ds["emg"].values, ds["gesture"].values
         base = EventParams.from_params(tp, sfreq)
+        spans = [slice(row.offset, row.offset + row.n_times) for row in table.itertuples()]
         for detector in DETECTORS:
             p = replace(base, detector=detector)
+            floors = {}
+            if p.subject_floor:
+                summaries = [(subject, recording_floor_summary(lambda a, b, x=emg, o=span.start: x[o + a:o + b],
+                                                               span.stop - span.start, emg.shape[1], p))
+                             for subject, span in zip(table.subject, spans, strict=True)]
+                floors = subject_floors(summaries, p.floor_quantile)
             totals = {"gesture_segments": 0, "gesture_segments_with_event": 0, "rest_minutes": 0.0, "rest_event_onsets": 0}
-            for row in table.itertuples():
-                span = slice(row.offset, row.offset + row.n_times)
-                agreement = label_agreement(gesture[span], detect(emg[span], p), sfreq)
+            for subject, span in zip(table.subject, spans, strict=True):
+                agreement = label_agreement(gesture[span], detect(emg[span], p, floors.get(subject)), sfreq)
                 for key in totals:
                     totals[key] += agreement[key]
             rows.append(
                 {
                     "dataset": dataset,
                     "detector": detector,
+                    "floor_scope": p.floor_scope if detector == "hysteresis" else None,
                     "gesture_segments": totals["gesture_segments"],
                     "fraction_gesture_segments_with_event": totals["gesture_segments_with_event"]
                     / max(totals["gesture_segments"], 1),

@@ -61,6 +61,7 @@ from threadpoolctl import threadpool_limits
 
 from aemg.errors import AemgError
 from aemg.params import params_hash
+from aemg.tokenize.events import Reader
 from aemg.tokenize.features import FEATURE_NAMES, N_FEATURES, window_features
 from aemg.tokenize.states import StateCodebook, fit_state_codebook
 from aemg.vocabulary import UNLABELLED
@@ -86,7 +87,6 @@ STATE_DEFAULTS: dict[str, Any] = {
 }
 
 MapFn = Callable[..., Iterable[Any]]
-Reader = Callable[[int, int], np.ndarray]
 
 
 def state_params(tp: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,11 +3,14 @@
 Each recording is :func:`aemg.tokenize.synthetic.synthetic_recording` (band-limited noise with
 known contraction bursts) with a per-subject gain; samples inside a burst carry a gesture code
 (1..n_gestures, one per burst), the rest is labelled rest (0). The group has every variable and
-attribute the tokenizer reads from a real harmonized group.
+attribute the tokenizer reads from a real harmonized group. A recording listed in
+``always_active`` contracts from its first to its last sample, well above rest and labelled
+with one gesture, as a Myo single-gesture file does: it has no rest of its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ def synthetic_group(
     n_gestures: int = 3,
     seed: int = 0,
     subject_gain: dict[int, float] | None = None,
+    always_active: Collection[tuple[int, int]] = (),
 ) -> xr.Dataset:
     """The group as an in-memory Dataset (recordings end to end along ``sample``)."""
     emg, gesture, rows = [], [], []
@@ -38,12 +42,16 @@ def synthetic_group(
         gain = (subject_gain or {}).get(s, 1.0 + 0.25 * s)
         for r in range(recordings_per_subject):
             rec_seed = seed * 10_000 + s * 100 + r
-            rec = synthetic_recording(rec_seed, sfreq=sfreq, n_chans=n_chans, duration_s=duration_s, snr_db=15.0)
+            active = (s, r) in always_active
+            rec = synthetic_recording(rec_seed, sfreq=sfreq, n_chans=n_chans, duration_s=duration_s,
+                                      snr_db=0.0 if active else 15.0)
             labels = np.zeros(len(rec.emg), np.int16)
             codes = np.random.default_rng(rec_seed).integers(1, n_gestures + 1, size=len(rec.events))
             for (a, b), code in zip(rec.events, codes, strict=True):
                 labels[a:b] = code
-            emg.append(rec.emg * np.float32(gain))
+            if active:  # 0 dB bursts on a floor 6x (15.6 dB) above rest: never at rest, gesture 1
+                labels[:] = 1
+            emg.append(rec.emg * np.float32(gain * (6.0 if active else 1.0)))
             gesture.append(labels)
             rows.append({"offset": offset, "n_times": len(labels), "subject": f"S{s:02d}", "session": "1",
                          "repetition": r, "source_file": f"S{s:02d}/rec{r}.bin", "source_sha256": f"{rec_seed:064x}"})
