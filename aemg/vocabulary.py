@@ -1,7 +1,8 @@
 """The shared gesture vocabulary every dataset's labels are mapped onto.
 
-Codes are stable integers stored as int16 in the harmonized store; -1 means "no label"
-(pauses, transitions, the UCI set's class 0), which is *not* rest.
+Codes are stable integers stored as int16 in the harmonized store (new names are appended,
+never renumbered); -1 means "no label" (pauses, transitions, the UCI set's class 0), which is
+*not* rest. Tripod and tip pinch grasps are ``pinch_3finger`` and ``pinch_2finger``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,47 @@ GESTURES: dict[str, int] = {
     "wrist_pronation": 12,
     "wrist_supination": 13,
     "thumb_up": 14,
+    # single-finger movements (NinaPro exercise 1)
+    "index_flexion": 15,
+    "index_extension": 16,
+    "middle_flexion": 17,
+    "middle_extension": 18,
+    "ring_flexion": 19,
+    "ring_extension": 20,
+    "little_flexion": 21,
+    "little_extension": 22,
+    "thumb_adduction": 23,
+    "thumb_abduction": 24,
+    "thumb_flexion": 25,
+    "thumb_extension": 26,
+    # hand postures (NinaPro exercise 2, CapgMyo DB-a)
+    "index_middle_extension": 27,  # index and middle extended, the others flexed
+    "ring_little_flexion": 28,  # ring and little flexed, the others extended
+    "thumb_opposition": 29,  # thumb opposing the base of the little finger
+    "fingers_adduction": 30,  # extended fingers pressed together
+    "wrist_extension_fist": 31,  # wrist extension with the hand closed
+    # grasps and functional movements (NinaPro exercise 3, Feix/Cutkosky names)
+    "large_diameter_grasp": 32,
+    "small_diameter_grasp": 33,
+    "fixed_hook_grasp": 34,
+    "index_extension_grasp": 35,
+    "medium_wrap": 36,
+    "ring_grasp": 37,
+    "prismatic_four_finger_grasp": 38,
+    "stick_grasp": 39,
+    "writing_tripod_grasp": 40,
+    "power_sphere_grasp": 41,
+    "three_finger_sphere_grasp": 42,
+    "precision_sphere_grasp": 43,
+    "prismatic_pinch_grasp": 44,
+    "quadpod_grasp": 45,
+    "lateral_grasp": 46,  # key pinch, lateral prehension
+    "parallel_extension_grasp": 47,
+    "extension_type_grasp": 48,
+    "power_disk_grasp": 49,
+    "open_bottle_tripod": 50,
+    "turn_screw": 51,
+    "cut_something": 52,
     "unlabelled": UNLABELLED,
 }
 

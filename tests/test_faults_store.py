@@ -42,14 +42,14 @@ def hang(where):
     os._exit(3)
 
 
-if point == "write":  # mid to_zarr of the staging copy: after its 4th key
+if point == "write":  # mid to_zarr of the group's private build folder: after its 4th key
     from zarr.storage import LocalStore
 
     original_set, calls = LocalStore.set, [0]
 
     async def set_(self, key, value):
         await original_set(self, key, value)
-        if ".staging-" in str(self.root):
+        if ".build-" in str(self.root):
             calls[0] += 1
             if calls[0] == 4:
                 hang("write")
@@ -244,3 +244,4 @@ def test_failed_validation_or_bad_target_leaves_the_store_identical(tmp_path: Pa
     with pytest.raises(AemgError, match="not a Zarr v3 store"):
         publish_group(other, HOSTILE, ds)
     assert (other / "keep.txt").read_text() == "mine"
+    assert not list(tmp_path.glob(".notes.build-*"))  # refused before anything was built

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from aemg.datasets.registry import get_spec
 from aemg.errors import DatasetError
+from aemg.harmonize.dataset import recording_table_from
 from aemg.harmonize.readers import READERS
-from aemg.harmonize.recording import map_gestures
+from aemg.harmonize.recording import harmonize_file, map_gestures
+from aemg.harmonize.stage import harmonize_one
+from aemg.params import DEFAULTS
+from aemg.store import open_group
 from aemg.vocabulary import GESTURES, UNLABELLED
 
 from fixtures.builders import epn_user_json
@@ -83,3 +88,26 @@ def test_not_json_fails(tmp_path, spec):
     (tmp_path / TRAIN).write_text('{"trainingSamples": ')
     with pytest.raises(DatasetError, match="not valid JSON"):
         _read(spec, tmp_path, TRAIN)
+
+
+def test_each_repetition_is_its_own_recording(tmp_path, spec):
+    """A user file holds many 5 s repetitions: each is a recording (session = block, repetition = idx),
+    filtered on its own, never across the join with the next one."""
+    epn_user_json(tmp_path / "raw" / TRAIN, n_per_block=3, n_times=400)
+    raw = _read(spec, tmp_path / "raw", TRAIN)
+    assert [(s.start, s.stop, s.session, s.repetition) for s in raw.segments] == [
+        (i * 400, (i + 1) * 400, block, k) for i, (block, k) in enumerate(
+            [("trainingSamples", k) for k in (1, 2, 3)] + [("testingSamples", k) for k in (1, 2, 3)])
+    ]
+    hp = dict(DEFAULTS["harmonize"])
+    recordings = harmonize_file(spec, tmp_path / "raw", TRAIN, hp)
+    assert len(recordings) == 6 and all(len(r.emg) == 400 for r in recordings)
+    alone = {**spec.reader_options, "blocks": ["testingSamples"]}  # the same repetition read without neighbours
+    second_block = harmonize_file(replace(spec, reader_options=alone), tmp_path / "raw", TRAIN, hp)
+    np.testing.assert_array_equal(recordings[3].emg, second_block[0].emg)
+    assert recordings[1].gesture[200] == GESTURES["hand_close"]  # idx_2: fist inside its groundTruth
+    harmonize_one(spec, tmp_path / "raw", tmp_path / "h.zarr", hp, subjects=[spec.match(TRAIN)["subject"]])
+    table = recording_table_from(open_group(tmp_path / "h.zarr", spec.id))
+    assert table["session"].tolist() == ["trainingSamples"] * 3 + ["testingSamples"] * 3
+    assert table["repetition"].tolist() == [1, 2, 3, 1, 2, 3] and set(table["source_file"]) == {TRAIN}
+    assert table["offset"].tolist() == [0, 400, 800, 1200, 1600, 2000]

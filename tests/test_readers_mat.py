@@ -46,12 +46,17 @@ def test_ninapro_exercise_labels_shift_to_one_numbering(tmp_path):
     assert shared == {GESTURES[n] for n in ("rest", "thumb_up", "hand_close", "point_index", "wrist_flexion")}
 
 
-def test_ninapro_unmapped_movement_is_unlabelled_not_dropped(tmp_path):
+def test_ninapro_finger_movements_and_grasps_have_their_own_names(tmp_path):
     spec = get_spec("ninapro-db4")
     rel = "s1/S1_E1_A1.mat"
     ninapro_mat(tmp_path / rel, subject=1, exercise=1, labels=_protocol(10, [1, 12]))
     shared = map_gestures(spec, _read(spec, tmp_path, rel).labels, rel)
-    assert set(np.unique(shared)) == {GESTURES["rest"], UNLABELLED}
+    assert set(np.unique(shared)) == {GESTURES[n] for n in ("rest", "index_flexion", "thumb_extension")}
+    rel = "s1/S1_E3_A1.mat"  # E3 local 1 and 23: first and last grasp
+    ninapro_mat(tmp_path / rel, subject=1, exercise=3, labels=_protocol(10, [1, 23]))
+    shared = map_gestures(spec, _read(spec, tmp_path, rel).labels, rel)
+    assert set(np.unique(shared)) == {GESTURES[n] for n in ("rest", "large_diameter_grasp", "cut_something")}
+    assert UNLABELLED not in {GESTURES[name] for code, name in spec.gestures.items()}  # every movement named
 
 
 @pytest.mark.parametrize(
@@ -95,7 +100,7 @@ def test_capgmyo_trial_reads_128_channels_and_name_label(tmp_path):
     assert raw.emg.shape == (1000, 128) and raw.sfreq == 1000.0
     np.testing.assert_allclose(raw.emg, data)
     assert set(np.unique(map_gestures(spec, raw.labels, rel))) == {GESTURES["hand_close"]}
-    rec = harmonize_file(spec, tmp_path, rel, dict(DEFAULTS["harmonize"]))
+    [rec] = harmonize_file(spec, tmp_path, rel, dict(DEFAULTS["harmonize"]))
     assert rec.emg.shape == (200, 128) and rec.subject == "004" and rec.repetition == 10
     assert np.abs(rec.emg).max() < 2.5e-3  # normalized units scaled to volts
 

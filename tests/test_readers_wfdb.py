@@ -46,7 +46,7 @@ def test_grabmyo_record_reads_named_channels_in_mv(tmp_path, spec):
 
 def test_grabmyo_harmonized_to_volts_and_shared_labels(tmp_path, spec):
     grabmyo_record(tmp_path, REL, n_times=4096)
-    rec = harmonize_file(spec, tmp_path, REL, dict(DEFAULTS["harmonize"]))
+    [rec] = harmonize_file(spec, tmp_path, REL, dict(DEFAULTS["harmonize"]))
     assert rec.emg.shape[1] == 28 and rec.subject == "7" and rec.session == "2" and rec.repetition == 3
     assert np.all(rec.gesture == GESTURES["hand_close"])
     assert np.abs(rec.emg).max() < 1e-3  # 0.05 mV noise expressed in volts

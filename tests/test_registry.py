@@ -80,3 +80,13 @@ def test_cli_datasets_lists_all_ten(monkeypatch):
     assert result.exit_code == 0, result.output
     for dataset in ALL:
         assert dataset in result.output
+
+
+def test_vocabulary_codes_are_unique_and_every_name_is_used(specs):
+    """New names are appended with new codes; a name no spec maps to would be dead vocabulary."""
+    from aemg.vocabulary import GESTURES
+
+    assert len(set(GESTURES.values())) == len(GESTURES)
+    used = {name for spec in specs.values() for name in spec.gestures.values()}
+    assert set(GESTURES) - used == set()
+    assert specs["capgmyo-dba"].gestures[2] == specs["ninapro-db4"].gestures[14] == "index_middle_extension"

@@ -27,13 +27,28 @@ if TYPE_CHECKING:
     from aemg.datasets.spec import DatasetSpec
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Rows ``[start, stop)`` of a file that are one recording of their own (e.g. one repetition)."""
+
+    start: int
+    stop: int
+    session: str
+    repetition: int
+
+
 @dataclass
 class RawRecording:
-    """A file's signal before harmonization: ``emg`` (n_times, n_chans), labels per sample."""
+    """A file's signal before harmonization: ``emg`` (n_times, n_chans), labels per sample.
+
+    ``segments`` splits a file that holds several separate recordings end to end (joins that are
+    not continuous signal, which must not be filtered across); None: the file is one recording.
+    """
 
     emg: np.ndarray
     labels: np.ndarray
     sfreq: float
+    segments: tuple[Segment, ...] | None = None
 
 
 Reader = Callable[[Path, "DatasetSpec", dict[str, str], str], RawRecording]
@@ -376,9 +391,10 @@ def _natural_key(key: str) -> tuple:
 def read_json_samples(path: Path, spec: DatasetSpec, fields: dict[str, str], relpath: str) -> RawRecording:
     """One JSON file holding many labelled samples (EMG-EPN-612: ``trainingSamples.idx_1.emg.ch1``...).
 
-    The interface is one file, one recording: samples are concatenated in block order and numeric key
-    order, each sample's label from its ``gestureName`` (``label_names`` maps names to native codes),
-    narrowed to its ``groundTruth`` mask when one is present.
+    Each sample is a separate 5 s repetition, so each becomes its own segment (session = its block,
+    repetition = the number of its ``idx_<k>`` key), in block order and numeric key order; its label
+    comes from its ``gestureName`` (``label_names`` maps names to native codes), narrowed to its
+    ``groundTruth`` mask when one is present.
     """
     opts = spec.reader_options
     try:
@@ -390,7 +406,8 @@ def read_json_samples(path: Path, spec: DatasetSpec, fields: dict[str, str], rel
     emg_key, label_key = opts.get("emg_key", "emg"), opts.get("label_key", "gestureName")
     gt_key = opts.get("ground_truth_key")
     missing_code = opts.get("missing_label_code")
-    signals, labels = [], []
+    signals, labels, segments = [], [], []
+    start = 0
     for block in opts.get("blocks") or ["trainingSamples", "testingSamples"]:
         entries = data.get(block) if isinstance(data, Mapping) else None
         if not isinstance(entries, Mapping):
@@ -423,9 +440,11 @@ def read_json_samples(path: Path, spec: DatasetSpec, fields: dict[str, str], rel
                 sample_labels[mask == 0] = int(opts.get("outside_ground_truth_code", -1))
             signals.append(np.column_stack(columns))
             labels.append(sample_labels)
+            segments.append(Segment(start, start + sample_labels.size, block, max(_natural_key(key)[0], 0)))
+            start += sample_labels.size
     if not signals:
         raise DatasetError(spec.id, "no samples in the JSON file", file=relpath)
-    return RawRecording(np.concatenate(signals), np.concatenate(labels), spec.sfreq)
+    return RawRecording(np.concatenate(signals), np.concatenate(labels), spec.sfreq, tuple(segments))
 
 
 READERS: dict[str, Reader] = {

@@ -1,4 +1,4 @@
-"""Harmonize one file: read, check, convert units, resample, filter, flag."""
+"""Harmonize one file: read, check, convert units, map channels, resample, filter, flag."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 from aemg.datasets.spec import DatasetSpec
 from aemg.errors import DatasetError
 from aemg.harmonize import signal as sig
-from aemg.harmonize.readers import READERS, RawRecording
+from aemg.harmonize.channels import ChannelView, channel_view
+from aemg.harmonize.readers import READERS, RawRecording, Segment
 from aemg.vocabulary import GESTURES
 
 
@@ -65,7 +66,8 @@ def read_file(spec: DatasetSpec, path: Path, fields: dict[str, str], relpath: st
     return raw
 
 
-def harmonize_file(spec: DatasetSpec, root: Path, relpath: str, hp: dict[str, Any]) -> HarmonizedRecording:
+def harmonize_file(spec: DatasetSpec, root: Path, relpath: str, hp: dict[str, Any]) -> list[HarmonizedRecording]:
+    """The recordings of one file (one, or one per segment the reader found), harmonized."""
     fields = spec.match(relpath)
     if fields is None:
         raise DatasetError(spec.id, "file name does not match the spec's pattern", file=relpath)
@@ -88,10 +90,9 @@ def harmonize_file(spec: DatasetSpec, root: Path, relpath: str, hp: dict[str, An
             spec.id, f"label length {raw.labels.shape[0]} does not match signal length {n_times}", file=relpath
         )
     finite = np.isfinite(raw.emg)
-    nonfinite = ~finite.all(axis=0)
-    if nonfinite.any():
+    if not finite.all():
         if hp["nan_policy"] == "raise":
-            bad = [spec.ch_names[i] for i in np.flatnonzero(nonfinite)]
+            bad = [spec.ch_names[i] for i in np.flatnonzero(~finite.all(axis=0))]
             rows = np.flatnonzero(~finite.all(axis=1))
             raise DatasetError(
                 spec.id,
@@ -100,24 +101,41 @@ def harmonize_file(spec: DatasetSpec, root: Path, relpath: str, hp: dict[str, An
                 fix="set harmonize.nan_policy: flag in params.yaml to zero-fill and flag them",
             )
         raw.emg = np.where(finite, raw.emg, 0.0)
-    quality = sig.quality_mask(raw.emg, spec.reader_options.get("valid_range"), nonfinite)
-    gesture_native = map_gestures(spec, raw.labels, relpath)
-    emg = raw.emg * (spec.scale_to_volts or 1.0)
+    gesture = map_gestures(spec, raw.labels, relpath)
+    view = channel_view(spec, hp["virtual_channels"])
+    repetition = int(fields.get("repetition", fields.get("index", 0)) or 0) // int(
+        spec.reader_options.get("gesture_from_index_modulo", 1)
+    )
+    segments = raw.segments or (Segment(0, n_times, fields.get("session", ""), repetition),)
+    return [
+        HarmonizedRecording(
+            relpath=relpath,
+            subject=fields["subject"],
+            session=seg.session,
+            repetition=seg.repetition,
+            native_n_times=seg.stop - seg.start,
+            **_harmonize_rows(spec, view, raw, gesture, ~finite[seg.start:seg.stop].all(axis=0), seg, hp),
+        )
+        for seg in segments
+    ]
+
+
+def _harmonize_rows(
+    spec: DatasetSpec, view: ChannelView, raw: RawRecording, gesture: np.ndarray, nonfinite: np.ndarray,
+    seg: Segment, hp: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """One recording's rows: flag, convert units, map channels, resample, filter."""
+    emg = raw.emg[seg.start:seg.stop]
+    quality = view.quality(sig.quality_mask(emg, spec.reader_options.get("valid_range"), nonfinite))
+    emg = view.apply(emg * (spec.scale_to_volts or 1.0))
     target = float(hp["sfreq"])
     if spec.signal == "emg":
         emg = emg - emg.mean(axis=0)
     emg = sig.resample(emg, raw.sfreq, target)
     if spec.signal == "emg":
         emg = sig.condition(emg, target, tuple(hp["bandpass"]), int(hp["filter_order"]), hp["notch_hz"], float(hp["notch_q"]))
-    gesture = sig.resample_labels(gesture_native, raw.sfreq, target, len(emg))
-    return HarmonizedRecording(
-        relpath=relpath,
-        subject=fields["subject"],
-        session=fields.get("session", ""),
-        repetition=int(fields.get("repetition", fields.get("index", 0)) or 0)
-        // int(spec.reader_options.get("gesture_from_index_modulo", 1)),
-        emg=emg.astype(np.float32),
-        gesture=gesture.astype(np.int16),
-        quality=quality,
-        native_n_times=n_times,
-    )
+    return {
+        "emg": emg.astype(np.float32),
+        "gesture": sig.resample_labels(gesture[seg.start:seg.stop], raw.sfreq, target, len(emg)).astype(np.int16),
+        "quality": quality,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 from scipy import signal
@@ -38,13 +39,23 @@ def condition(
         low, high = band[0], min(band[1], 0.95 * nyquist)
         if not 0 < low < high:
             raise ValueError(f"empty pass band after clipping to Nyquist: {band=}, {sfreq=}")
-        sos = signal.butter(order, [low, high], btype="bandpass", fs=sfreq, output="sos")
-        x = signal.sosfiltfilt(sos, x, axis=0)
+        x = signal.sosfiltfilt(_bandpass(order, low, high, sfreq), x, axis=0)
     if notch_hz:
-        for f0 in np.arange(notch_hz, 0.95 * nyquist, notch_hz):
-            b, a = signal.iirnotch(f0, notch_q, fs=sfreq)
+        for b, a in _notches(notch_hz, notch_q, sfreq):
             x = signal.filtfilt(b, a, x, axis=0)
     return x
+
+
+@lru_cache(maxsize=64)
+def _bandpass(order: int, low: float, high: float, sfreq: float) -> np.ndarray:
+    """Designed once per setting: designing costs more than filtering a short recording."""
+    return signal.butter(order, [low, high], btype="bandpass", fs=sfreq, output="sos")
+
+
+@lru_cache(maxsize=64)
+def _notches(notch_hz: float, notch_q: float, sfreq: float) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(b, a) of a notch at each multiple of ``notch_hz`` below 0.95 x Nyquist."""
+    return tuple(signal.iirnotch(f0, notch_q, fs=sfreq) for f0 in np.arange(notch_hz, 0.95 * sfreq / 2, notch_hz))
 
 
 def quality_mask(
@@ -56,13 +67,14 @@ def quality_mask(
     channel's own extreme value (a plateau, whatever the device); flat: no variation at all.
     """
     finite = np.where(np.isfinite(x), x, 0.0)
-    flat = np.ptp(finite, axis=0) == 0
+    hi, lo = finite.max(axis=0), finite.min(axis=0)  # once: three of the flags need them
+    flat = hi == lo
     if valid_range is not None:
         at_limit = (finite <= valid_range[0]) | (finite >= valid_range[1])
         clipped = at_limit.mean(axis=0) > 1e-3
     else:
         clipped = np.zeros(x.shape[1], dtype=bool)
-    at_extreme = (finite == finite.max(axis=0)) | (finite == finite.min(axis=0))
+    at_extreme = (finite == hi) | (finite == lo)
     saturated = ~flat & (at_extreme.mean(axis=0) > 1e-2)
     bits = np.stack([flat, clipped, saturated, nonfinite]).astype(np.uint8)
     return (bits << np.arange(len(QUALITY_FLAGS), dtype=np.uint8)[:, None]).sum(axis=0).astype(np.uint8)

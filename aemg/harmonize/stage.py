@@ -10,19 +10,22 @@ import xarray as xr
 from aemg.datasets.download import sha256_of
 from aemg.datasets.spec import DatasetSpec
 from aemg.errors import AemgError, DatasetError
-from aemg.harmonize.dataset import MapFn, harmonize_dataset, select_files, validate_group
+from aemg.harmonize.channels import channel_view
+from aemg.harmonize.dataset import MapFn, select_files, spec_hash, validate_group, write_dataset
 from aemg.params import params_hash
-from aemg.store import list_groups, open_group, publish_group
+from aemg.store import group_writer, list_groups, open_group
 
 
 def is_current(store: Path, spec: DatasetSpec, raw_root: Path, hp: dict[str, Any], subjects: list[str] | None) -> bool:
-    """True when the stored group was built from the same files (by hash) and parameters."""
+    """True when the stored group was built from the same files (by hash), spec and parameters."""
     if spec.id not in list_groups(store):
         return False
     ds = open_group(store, spec.id)
     files = select_files(spec, subjects)
     stored = dict(zip(ds["source_file"].values.astype(object), ds["source_sha256"].values.astype(object), strict=True))
-    if ds.attrs.get("params_hash") != params_hash(hp) or set(stored) != set(files):
+    if ds.attrs.get("params_hash") != params_hash(hp) or ds.attrs.get("spec_hash") != spec_hash(spec):
+        return False
+    if set(stored) != set(files):
         return False
     return all((raw_root / f).exists() and sha256_of(raw_root / f) == stored[f] for f in files)
 
@@ -52,9 +55,10 @@ def harmonize_one(
     try:
         if only_changed and is_current(store, spec, raw_root, hp, subjects):
             return {**summarize(open_group(store, spec.id)), "action": "unchanged"}
-        ds = harmonize_dataset(spec, raw_root, hp, subjects, map_fn)
-        encoding = {"emg": {"chunks": (int(hp["chunk_samples"]), ds.sizes["channel"])}}
-        publish_group(store, spec.id, ds, validate=validate_group, encoding=encoding)
+        n_chans = channel_view(spec, hp["virtual_channels"]).n_chans
+        with group_writer(store, spec.id, validate=lambda ds: validate_group(ds, n_chans)) as target:
+            write_dataset(spec, raw_root, hp, target, subjects, map_fn)
+        ds = open_group(store, spec.id)
     except AemgError:
         raise
     except Exception as exc:  # schema, Zarr or I/O failures still name the dataset, on one line

@@ -1,14 +1,18 @@
 """Atomic, locked publication of dataset groups into a Zarr v3 store.
 
-A publish never modifies the live store. Under a file lock (two harmonize runs at once), the
-writer builds a complete next version of the store beside it: metadata files copied, chunk files
-hard-linked (cheap, and never written to), the replaced group written afresh, root metadata
-re-consolidated, the group read back and validated. The next version then takes the store's
-place in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so a reader, or a writer killed
-at any instant, sees either the whole previous store or the whole new one, never a group whose
-chunks disagree with the root's consolidated metadata. Where the exchange is not supported the
-swap is two renames; a crash between them leaves the previous store under a side name, which the
-next writer or reader puts back. Debris of a crashed writer is removed by the next one.
+A publish never modifies the live store. A group is first written, outside any lock, into a
+private *build* folder beside the store (so a long harmonization streams its output to disk and
+does not hold up other writers); a build folder is owned by its writer through a lock file inside
+it, released by the kernel if the writer dies. Then, under the store's file lock (two harmonize
+runs at once), the writer builds a complete next version of the store beside it: metadata files
+copied, chunk files hard-linked (cheap, and never written to), the built group moved in, root
+metadata re-consolidated, the group read back and validated. The next version then takes the
+store's place in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so a reader, or a writer
+killed at any instant, sees either the whole previous store or the whole new one, never a group
+whose chunks disagree with the root's consolidated metadata. Where the exchange is not supported
+the swap is two renames; a crash between them leaves the previous store under a side name, which
+the next writer or reader puts back. Debris of a crashed writer (build folders no live writer
+owns, staging copies) is removed by the next one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import xarray as xr
 import zarr
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from aemg.errors import AemgError
 
@@ -33,6 +37,7 @@ from aemg.errors import AemgError
 warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", category=UserWarning)
 
 METADATA_FILES = ("zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata")
+OWNER_LOCK = ".owner.lock"
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -71,6 +76,16 @@ def _recover(store: Path) -> None:
             shutil.rmtree(trash, ignore_errors=True)
     for staging in store.parent.glob(f".{store.name}.staging-*"):
         shutil.rmtree(staging, ignore_errors=True)
+    for build in store.parent.glob(f".{store.name}.build-*"):
+        owner = FileLock(str(build / OWNER_LOCK))
+        try:
+            owner.acquire(timeout=0)
+        except Timeout:
+            continue  # a live writer is still building this one
+        try:
+            shutil.rmtree(build, ignore_errors=True)
+        finally:
+            owner.release()
 
 
 def _lock_path(store: Path) -> Path:
@@ -92,13 +107,20 @@ def _check_group_name(group: str) -> None:
         raise ValueError(f"group name {group!r} must be one path component, e.g. a dataset id")
 
 
-def _snapshot(store: Path, staging: Path, skip: str) -> None:
-    """``staging`` := ``store`` without group ``skip``: metadata copied, chunks hard-linked."""
+def _is_new(store: Path) -> bool:
+    """True for a store still to be created; a folder holding something else is refused."""
     if not store.exists() or (store.is_dir() and not any(store.iterdir())):
-        zarr.open_group(staging, mode="w-", zarr_format=3)
-        return
+        return True
     if not (store / "zarr.json").is_file():
         raise AemgError(f"{store} exists but is not a Zarr v3 store; move it away or choose another store path")
+    return False
+
+
+def _snapshot(store: Path, staging: Path, skip: str) -> None:
+    """``staging`` := ``store`` without group ``skip``: metadata copied, chunks hard-linked."""
+    if _is_new(store):
+        zarr.open_group(staging, mode="w-", zarr_format=3)
+        return
     for dirpath, dirnames, filenames in os.walk(store):
         rel = Path(dirpath).relative_to(store)
         if rel == Path("."):
@@ -128,6 +150,47 @@ def _swap_in(store: Path, staging: Path) -> None:
     old.rename(staging)
 
 
+@contextmanager
+def group_writer(
+    store: Path, group: str, *, validate: Callable[[xr.Dataset | xr.DataTree], None] | None = None, tree: bool = False
+) -> Iterator[Path]:
+    """Yield a private folder to write group ``group`` into (as a Zarr v3 group); publish it on exit.
+
+    The folder lies beside the store, outside the lock: a writer may stream into it for as long as
+    it needs. On a clean exit the group is moved into a staging copy of the store, checked by
+    ``validate`` there (read back as ``xr.DataTree`` when ``tree``, else as ``xr.Dataset``) and swapped in
+    atomically. On any failure (``validate``'s exception, or the body's) the store is left
+    byte-identical and the folder is removed.
+    """
+    _check_group_name(group)
+    store = Path(store).resolve()
+    with store_lock(store):  # created and owned in one step: _recover never sees it unowned
+        _is_new(store)  # refuse a wrong store path now, not after a long build
+        build = _sibling(store, "build")
+        build.mkdir()
+        owner = FileLock(str(build / OWNER_LOCK))
+        owner.acquire(timeout=0)
+    try:
+        yield build / group
+        with store_lock(store):
+            staging = _sibling(store, "staging")
+            try:
+                _snapshot(store, staging, skip=group)
+                (build / group).rename(staging / group)
+                zarr.consolidate_metadata(str(staging))
+                if validate is not None:  # read back through the root, as readers will see it
+                    if tree:
+                        validate(xr.open_datatree(staging, engine="zarr", group=group))
+                    else:
+                        validate(xr.open_zarr(staging, group=group))
+                _swap_in(store, staging)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+        owner.release()
+
+
 def publish_group(
     store: Path,
     group: str,
@@ -140,22 +203,8 @@ def publish_group(
 
     Fails (``validate``'s exception, or the write's) leaving the store byte-identical.
     """
-    _check_group_name(group)
-    store = Path(store).resolve()
-    with store_lock(store):
-        staging = _sibling(store, "staging")
-        try:
-            _snapshot(store, staging, skip=group)
-            data.to_zarr(staging / group, mode="w-", zarr_format=3, consolidated=True, encoding=encoding)
-            zarr.consolidate_metadata(str(staging))
-            if validate is not None:  # read back through the root, as readers will see it
-                if isinstance(data, xr.DataTree):
-                    validate(xr.open_datatree(staging, engine="zarr", group=group))
-                else:
-                    validate(xr.open_zarr(staging, group=group))
-            _swap_in(store, staging)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    with group_writer(store, group, validate=validate, tree=isinstance(data, xr.DataTree)) as target:
+        data.to_zarr(target, mode="w-", zarr_format=3, consolidated=True, encoding=encoding)
 
 
 def _recover_unlocked_view(store: Path) -> None:
