@@ -24,6 +24,7 @@ from aemg.model import (
     pretrain,
     sentence_chunks,
 )
+from aemg.model.stage import history_records
 
 TINY = ModelConfig(
     width=32, depth=1, heads=2, conv_channels=8, codebook_size=32, code_dim=16,
@@ -57,6 +58,20 @@ def test_pretrain_learns_codebook_and_beats_baseline(trained):
     assert len(m["history"]["vq"]["train_loss"]) == 3
     assert len(m["history"]["mtm"]["heldout_masked_token_accuracy"]) == 3
     assert m["history"]["vq"]["tokens_per_s"][0] > 0
+
+
+def test_history_records_are_per_epoch_rows_for_dvc_plots(trained):
+    _, m = trained
+    rows = history_records(m["history"])
+    assert [r["epoch"] for r in rows["vq"]] == [1, 2, 3] and [r["epoch"] for r in rows["mtm"]] == [1, 2, 3]
+    assert {r["stage"] for r in rows["vq"]} == {"vq"} and {r["stage"] for r in rows["mtm"]} == {"mtm"}
+    for key in ("loss", "reconstruction_error", "codebook_usage", "codebook_perplexity"):
+        assert all(isinstance(r[key], float) for r in rows["vq"]), key
+    for key in ("loss", "masked_token_accuracy", "masked_token_baseline_accuracy"):
+        assert all(isinstance(r[key], float) for r in rows["mtm"]), key
+    # the last row is the model's final held-out score
+    assert rows["vq"][-1]["reconstruction_error"] == m["reconstruction_error"]
+    assert rows["mtm"][-1]["masked_token_accuracy"] == m["masked_token_accuracy"]
 
 
 # ---------------------------------------------------------------- checkpoints

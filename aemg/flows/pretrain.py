@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,6 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from aemg.flows.common import resolve
-from aemg.store import list_groups
 
 
 @task(cache_policy=NO_CACHE)
@@ -22,18 +20,12 @@ def pretrain_task(tokens: Path, models: Path, evaluated: str, sources: list[str]
 
 @flow(name="pretrain")
 def pretrain_flow(params_path: str | None = None, tokens: str | None = None, resume: bool = False) -> dict[str, Any]:
-    from aemg.model.stage import aggregate
+    from aemg.model.stage import datasets_to_model, write_metrics
 
     params, paths = resolve(params_path, {"tokens": tokens})
-    sources = list_groups(paths["tokens"])
-    evaluated = [d for d in params["evaluate"]["datasets"] if d in sources]
+    sources, evaluated = datasets_to_model(paths["tokens"], params)
     per_model = {
         d: pretrain_task.with_options(name=f"pretrain-without-{d}")(paths["tokens"], paths["models"], d, sources, params["pretrain"], resume)
         for d in evaluated
     }
-    paths["metrics"].mkdir(parents=True, exist_ok=True)
-    history = {d: m.pop("history") for d, m in per_model.items()}
-    (paths["metrics"] / "pretrain_history.json").write_text(json.dumps(history, indent=1))
-    summary = aggregate(per_model)
-    (paths["metrics"] / "pretrain.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    return summary["models"]
+    return write_metrics(paths["metrics"], per_model)["models"]

@@ -13,10 +13,15 @@ class PatchEmbed(nn.Module):
     """Temporal Conv1d front-end: (N, T) patches -> (N, width).
 
     Two convolutions (kernel 7 then kernel 5 with stride 2) over the T samples of one
-    channel's patch, flattened and projected to ``width``.
+    channel's patch, flattened and projected to ``width``. Their GroupNorm makes the result
+    blind to the patch's scale, so with ``amplitude`` the patch's log-RMS is embedded by a
+    small MLP and added: without it a model cannot tell a strong burst on one electrode from
+    noise on another, which is most of what separates gestures (measured: a probe on
+    scale-blind embeddings scored 0.48 LOSO on Myo, the same embeddings plus each channel's
+    log-RMS 0.89).
     """
 
-    def __init__(self, n_times: int, conv_channels: int, width: int):
+    def __init__(self, n_times: int, conv_channels: int, width: int, amplitude: bool = True):
         super().__init__()
         c = conv_channels
         self.conv1 = nn.Conv1d(1, c, kernel_size=7, padding=3)
@@ -26,11 +31,22 @@ class PatchEmbed(nn.Module):
         n_out = (n_times + 2 * 2 - 5) // 2 + 1
         self.proj = nn.Linear(c * n_out, width)
         self.norm = nn.LayerNorm(width)
+        self.amplitude = (
+            nn.Sequential(nn.Linear(1, width), nn.GELU(), nn.Linear(width, width)) if amplitude else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.gelu(self.norm1(self.conv1(x.unsqueeze(1))))
         h = F.gelu(self.norm2(self.conv2(h)))
-        return self.norm(self.proj(h.flatten(1)))
+        out = self.norm(self.proj(h.flatten(1)))
+        if self.amplitude is not None:
+            out = out + self.amplitude(log_rms(x).unsqueeze(-1))
+        return out
+
+
+def log_rms(x: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
+    """Natural log of each row's RMS, floored so that flat patches stay finite."""
+    return torch.log(x.float().pow(2).mean(dim=-1).sqrt().clamp(min=floor)).to(x.dtype)
 
 
 class ResMLP(nn.Module):

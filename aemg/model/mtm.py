@@ -8,8 +8,8 @@ conditioning is added; a pre-norm Transformer encodes the sequence with padding 
 from attention (key padding mask); a linear head predicts the frozen stage-1 code index of
 each masked patch (cross-entropy on masked positions only).
 
-``embed`` runs without masking and mean-pools the final hidden states over the channel
-patches of each event (padding excluded) -> one vector per event for linear probes.
+``embed`` runs without masking and pools the final hidden states of each event's channel
+patches (padding excluded) into one vector per event for linear probes (:func:`pool_events`).
 """
 
 from __future__ import annotations
@@ -38,12 +38,29 @@ def random_mask(padding: torch.Tensor, ratio: float, generator: torch.Generator 
     return rank < n_mask.unsqueeze(1)
 
 
+def masked_token_loss(model: nn.Module, batch: SentenceBatch, mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(cross-entropy over masked patches, n_correct, n_masked) of ``model(batch, mask)``.
+
+    A function rather than only a method so that training can pass the model's
+    ``DistributedDataParallel`` wrapper: gradients are synchronised only through its forward.
+    """
+    if batch.codes is None:
+        raise ValueError("batch.codes is None; collate with the stage-1 codes to train the MTM")
+    mask = mask & ~batch.padding
+    logits = model(batch, mask).float()
+    target = batch.codes[mask]
+    loss = F.cross_entropy(logits, target)
+    correct = (logits.argmax(dim=-1) == target).sum()
+    return loss, correct, target.new_tensor(target.numel())
+
+
 class MaskedTokenModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         w = cfg.width
-        self.embed_patch = PatchEmbed(cfg.n_times, cfg.conv_channels, w)
+        self.embed_patch = PatchEmbed(cfg.n_times, cfg.conv_channels, w, cfg.amplitude_embedding)
         self.mask_token = nn.Parameter(torch.randn(w) * 0.02)
         self.cond = Conditioning(w, cfg.spatial_conditioning, cfg.n_order)
         self.drop = nn.Dropout(cfg.dropout)
@@ -75,22 +92,31 @@ class MaskedTokenModel(nn.Module):
 
     def loss(self, batch: SentenceBatch, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(cross-entropy over masked patches, n_correct, n_masked)."""
-        if batch.codes is None:
-            raise ValueError("batch.codes is None; collate with the stage-1 codes to train the MTM")
-        mask = mask & ~batch.padding
-        logits = self(batch, mask).float()
-        target = batch.codes[mask]
-        loss = F.cross_entropy(logits, target)
-        correct = (logits.argmax(dim=-1) == target).sum()
-        return loss, correct, target.new_tensor(target.numel())
+        return masked_token_loss(self, batch, mask)
 
     @torch.no_grad()
-    def embed(self, batch: SentenceBatch) -> torch.Tensor:
-        """Per-event embeddings (B, E, width): mean of the event's channel patches, padding
-        excluded (rows of padded events are zero)."""
-        h = self.encode(batch).float()
-        E = batch.event_index.shape[1]
-        member = (batch.event.unsqueeze(-1) == torch.arange(E, device=h.device)) & ~batch.padding.unsqueeze(-1)
-        member = member.float()  # (B, L, E)
-        summed = torch.einsum("ble,blw->bew", member, torch.where(batch.padding.unsqueeze(-1), 0.0, h))
-        return summed / member.sum(dim=1).clamp(min=1.0).unsqueeze(-1)
+    def embed(self, batch: SentenceBatch, n_chans: int | None = None) -> torch.Tensor:
+        """Per-event embeddings without masking: see :func:`pool_events`."""
+        return pool_events(self.encode(batch).float(), batch, n_chans)
+
+
+def pool_events(h: torch.Tensor, batch: SentenceBatch, n_chans: int | None = None) -> torch.Tensor:
+    """Per-event vectors from hidden states h (B, L, width).
+
+    ``n_chans`` None: mean over the event's channel patches, (B, E, width). Otherwise one
+    vector per channel, concatenated channel-major, (B, E, n_chans * width), zero where a
+    channel is absent. Mean pooling adds each patch's amplitude and position embeddings into
+    one sum, so *which* electrode was strong survives only through attention; keeping the
+    channel axis hands a classifier the spatial activation pattern directly (one fixed layout
+    per dataset, as within LOSO). Rows of padded events are zero.
+    """
+    B, E = batch.event_index.shape
+    real = ~batch.padding
+    if n_chans is not None:
+        out = h.new_zeros(B, E, n_chans, h.shape[-1])
+        b = torch.arange(B, device=h.device).unsqueeze(1).expand_as(batch.event)
+        out[b[real], batch.event[real], batch.channel[real]] = h[real]
+        return out.flatten(2)
+    member = ((batch.event.unsqueeze(-1) == torch.arange(E, device=h.device)) & real.unsqueeze(-1)).to(h.dtype)
+    summed = torch.einsum("ble,blw->bew", member, torch.where(real.unsqueeze(-1), h, 0.0))
+    return summed / member.sum(dim=1).clamp(min=1.0).unsqueeze(-1)

@@ -7,6 +7,7 @@ self-supervised one; ``manifest.json`` records what each model saw so evaluation
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ import numpy as np
 
 from aemg.errors import AemgError
 from aemg.model.config import preset
+from aemg.model.distributed import current
 from aemg.model.store_io import limit_patches, load_tokenset, split_by_subject
 from aemg.model.train import pretrain
+from aemg.store import list_groups
 
 SCALAR_METRICS = (
     "codebook_usage",
@@ -24,6 +27,12 @@ SCALAR_METRICS = (
     "masked_token_accuracy",
     "masked_token_baseline_accuracy",
 )
+
+
+def datasets_to_model(tokens_store: Path, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(datasets in the token store, evaluated datasets among them: one model each)."""
+    sources = list_groups(tokens_store)
+    return sources, [d for d in params["evaluate"]["datasets"] if d in sources]
 
 
 def pretrain_without(
@@ -57,15 +66,56 @@ def pretrain_without(
     cfg = preset(pp["preset"], **{"seed": int(pp["seed"]), **pp["overrides"]})
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = pretrain(train_sets, heldout_sets, cfg, out_dir, device=device, resume=resume)
-    manifest = {"evaluated_dataset": evaluated, "preset": pp["preset"], "subjects_seen": seen}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    if current().is_main:
+        manifest = {"evaluated_dataset": evaluated, "preset": pp["preset"], "subjects_seen": seen}
+        (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return {k: metrics[k] for k in SCALAR_METRICS} | {"history": metrics.get("history", {})}
+
+
+def history_records(history: dict[str, dict[str, list[float]]]) -> dict[str, list[dict[str, Any]]]:
+    """Per-epoch records of one model's ``pretrain`` history, one list per stage (``vq``, ``mtm``).
+
+    ``pretrain`` keeps columns (``{"vq": {"epoch": [...], "train_loss": [...], ...}}``); ``dvc
+    plots`` needs rows. Each record carries ``epoch`` and ``stage``, the training ``loss``, and
+    the held-out metrics under the names ``metrics/pretrain.json`` uses (``reconstruction_error``,
+    ``codebook_usage``, ``codebook_perplexity`` for vq; ``masked_token_accuracy``,
+    ``masked_token_baseline_accuracy``, ``masked_token_loss`` for mtm), then throughput.
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for stage, columns in history.items():
+        names = {"epoch": "epoch", "train_loss": "loss"}
+        names |= {k: k.removeprefix("heldout_") for k in columns if k not in names}
+        n = len(columns.get("epoch", []))
+        out[stage] = [
+            {"epoch": int(columns["epoch"][i]), "stage": stage}
+            | {new: columns[old][i] for old, new in names.items() if old != "epoch"}
+            for i in range(n)
+        ]
+    return out
 
 
 def aggregate(per_model: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Mean of each scalar metric over the per-dataset models, plus the models themselves."""
     means = {k: float(np.mean([m[k] for m in per_model.values()])) for k in SCALAR_METRICS}
     return means | {"models": {d: {k: m[k] for k in SCALAR_METRICS} for d, m in per_model.items()}}
+
+
+def write_metrics(metrics_dir: Path, per_model: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``pretrain.json`` (see :func:`aggregate`) and the per-epoch curves for ``dvc plots``,
+    ``pretrain_history/<stage>/<evaluated dataset>.json`` (see :func:`history_records`).
+
+    Returns the aggregate; ``per_model`` entries may carry ``history`` beside the metrics.
+    """
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(metrics_dir / "pretrain_history", ignore_errors=True)  # no curve of a dropped dataset
+    for dataset, m in per_model.items():
+        for stage, records in history_records(m.get("history", {})).items():
+            plot = metrics_dir / "pretrain_history" / stage / f"{dataset}.json"
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            plot.write_text(json.dumps(records, indent=1))
+    summary = aggregate(per_model)
+    (metrics_dir / "pretrain.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return summary
 
 
 def check_no_leak(model_dir: Path, dataset: str, test_subjects: list[str]) -> None:

@@ -52,7 +52,7 @@ class Tokenizer(nn.Module):
         self.cfg = cfg
         w = cfg.width
         n_blocks = max(1, cfg.depth // 2)
-        self.embed = PatchEmbed(cfg.n_times, cfg.conv_channels, w)
+        self.embed = PatchEmbed(cfg.n_times, cfg.conv_channels, w, cfg.amplitude_embedding)
         self.encoder = nn.Sequential(
             *[ResMLP(w, 2, cfg.dropout) for _ in range(n_blocks)], nn.LayerNorm(w), nn.Linear(w, cfg.code_dim)
         )

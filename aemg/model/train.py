@@ -12,10 +12,19 @@ each epoch and restored on resume; the MTM is initialised from ``seed + 1``; hel
 use a private generator. On CPU, an interrupted run resumed with ``resume=True`` ends with
 weights identical (``torch.equal``) to an uninterrupted one. On CUDA, atomics in index_add and
 attention backward may differ in the last bits.
+
+Data parallel: inside a ``torch.distributed`` process group (``torchrun``, see
+:mod:`aemg.model.distributed` and :mod:`aemg.model.train_cli`) both models train wrapped in
+``DistributedDataParallel``, each rank on its shard of every global batch (``batch_size`` stays
+the global batch, so the step count matches one process); only rank 0 writes checkpoints and
+shows progress; checkpoints keep every rank's RNG state (``rng_ranks``), so a run resumed with
+the same number of ranks also continues exactly (CPU); the run ends by checking that all ranks
+hold bitwise-equal weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -44,7 +53,8 @@ from aemg.model.data import (
     plan_sentence_batches,
     sentence_batches,
 )
-from aemg.model.mtm import MaskedTokenModel, random_mask
+from aemg.model.distributed import World, current
+from aemg.model.mtm import MaskedTokenModel, masked_token_loss, random_mask
 from aemg.model.tokenizer import Tokenizer
 from aemg.model.vq import codebook_stats
 
@@ -66,6 +76,14 @@ def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def _elapsed(t0: float, device: torch.device) -> float:
+    """Seconds since ``t0`` once queued CUDA work has finished (kernels run asynchronously, so
+    the clock alone would stop before the last steps ran and overstate throughput)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
 
 
 def _busy_elsewhere() -> float:
@@ -150,6 +168,17 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def weights_fingerprint(state_dicts: Sequence[dict[str, torch.Tensor]]) -> str:
+    """sha256 over the names and bytes of every tensor: equal fingerprints mean bitwise-equal
+    weights (used to prove that data-parallel ranks did not drift apart)."""
+    h = hashlib.sha256()
+    for sd in state_dicts:
+        for name, t in sd.items():
+            h.update(name.encode() + b"\0")
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with a one-line error naming the fix."""
     path = Path(path)
@@ -213,6 +242,18 @@ def _flat_patches(token_sets: Sequence[TokenSet], device: torch.device) -> dict[
     return {k: torch.from_numpy(np.concatenate(v)).to(device) for k, v in parts.items()}
 
 
+def _parallel(model: torch.nn.Module, device: torch.device, world: World) -> torch.nn.Module:
+    """``model`` itself in one process, else its DDP wrapper (same parameters, synced gradients).
+
+    Buffers (the VQ codebook) are synced once here from rank 0 and then kept equal by the
+    quantizer itself, so DDP need not broadcast them before every forward.
+    """
+    if not world.parallel:
+        return model
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -257,7 +298,9 @@ def _eval_vq(model: Tokenizer, flat: dict[str, torch.Tensor], device: torch.devi
             "codebook_usage": usage, "codebook_perplexity": perplexity}
 
 
-def _train_vq_epoch(model, opt, flat, cfg, epoch, device, bar) -> dict[str, float]:
+def _train_vq_epoch(model, opt, flat, cfg, epoch, device, bar, world: World | None = None) -> dict[str, float]:
+    """One epoch of stage 1; under DDP every rank takes its shard of each global batch."""
+    world = world or current()
     model.train()
     n = flat["patches"].shape[0]
     perm = torch.from_numpy(np.random.default_rng([cfg.seed, 1, epoch]).permutation(n)).to(device)
@@ -265,7 +308,7 @@ def _train_vq_epoch(model, opt, flat, cfg, epoch, device, bar) -> dict[str, floa
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     t0 = time.perf_counter()
     for step in range(n_steps):
-        idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        idx, weight = world.shard(perm[step * cfg.batch_size:(step + 1) * cfg.batch_size])
         lr = _lr_at(cfg, (epoch + step / n_steps) / max(1, cfg.epochs_vq))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -273,17 +316,18 @@ def _train_vq_epoch(model, opt, flat, cfg, epoch, device, bar) -> dict[str, floa
             out = model(flat["patches"][idx], flat["positions"][idx], flat["channel"][idx],
                         flat["onset"][idx], flat["order"][idx])
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        (out.loss * weight).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        totals += torch.stack([out.loss.detach(), out.recon_loss.detach(), out.vq_loss.detach()]).double() * len(idx)
+        n_mine = len(idx) if weight else 0
+        totals += torch.stack([out.loss.detach(), out.recon_loss.detach(), out.vq_loss.detach()]).double() * n_mine
         if bar is not None and (step % 10 == 0 or step == n_steps - 1):
             rate = min(n, (step + 1) * cfg.batch_size) / (time.perf_counter() - t0)
             bar[0].update(bar[1], completed=step + 1, loss=f"{float(out.loss.detach()):.4f}", rate=f"{rate:,.0f} tok/s")
-    seconds = time.perf_counter() - t0
-    tot = (totals / n).tolist()
+    seconds = _elapsed(t0, device)
+    tot = (world.sum(totals) / n).tolist()
     return {"train_loss": tot[0], "train_recon": tot[1], "train_commit": tot[2],
-            "seconds": seconds, "tokens_per_s": n / seconds}
+            "seconds": seconds, "steps": n_steps, "tokens_per_s": n / seconds}
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -326,7 +370,10 @@ def _eval_mtm(model, token_sets, codes, cfg, device, most_frequent) -> dict[str,
             "masked_token_baseline_accuracy": base / total}
 
 
-def _train_mtm_epoch(model, opt, token_sets, codes, cfg, epoch, device, bar) -> dict[str, float]:
+def _train_mtm_epoch(model, opt, token_sets, codes, cfg, epoch, device, bar, world: World | None = None) -> dict[str, float]:
+    """One epoch of stage 2; under DDP every rank takes its shard of the sequences of each
+    global batch, and its loss is weighted by its share of the masked patches."""
+    world = world or current()
     model.train()
     plan = plan_sentence_batches(token_sets, cfg.max_patches, cfg.batch_size,
                                  rng=np.random.default_rng([cfg.seed, 2, epoch]))
@@ -334,34 +381,38 @@ def _train_mtm_epoch(model, opt, token_sets, codes, cfg, epoch, device, bar) -> 
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     n_masked = torch.zeros((), dtype=torch.long, device=device)
-    n_patches = 0
+    n_patches = torch.zeros((), dtype=torch.long, device=device)
     t0 = time.perf_counter()
     if bar is not None:
         bar[0].update(bar[1], total=n_steps)
     for step, items in enumerate(plan):
-        batch = collate_sentences(token_sets, items, codes=codes)
-        n_patches += batch.n_patches
+        mine, weight = world.shard(items)
+        keep = int(weight > 0)  # 0 where this rank only holds a placeholder sequence
+        batch = collate_sentences(token_sets, mine, codes=codes)
+        n_patches += batch.n_patches * keep
         batch = batch.to(device)
         lr = _lr_at(cfg, (epoch + step / n_steps) / max(1, cfg.epochs_mtm))
         for g in opt.param_groups:
             g["lr"] = lr
         mask = random_mask(batch.padding, cfg.mask_ratio)
         with _autocast(device):
-            loss, n_correct, n = model.loss(batch, mask)
+            loss, n_correct, n = masked_token_loss(model, batch, mask)
+        n, n_correct = n * keep, n_correct * keep
+        share = world.size * n / world.sum(n.clone()).clamp(min=1) if world.parallel else 1.0
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * share).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         loss_sum += loss.detach().double() * n
         correct += n_correct
         n_masked += n
         if bar is not None and (step % 10 == 0 or step == n_steps - 1):
-            rate = n_patches / (time.perf_counter() - t0)
+            rate = int(n_patches) * world.size / (time.perf_counter() - t0)
             bar[0].update(bar[1], completed=step + 1, loss=f"{float(loss.detach()):.4f}", rate=f"{rate:,.0f} tok/s")
-    seconds = time.perf_counter() - t0
-    m = max(int(n_masked), 1)
-    return {"train_loss": float(loss_sum) / m, "train_accuracy": int(correct) / m,
-            "seconds": seconds, "tokens_per_s": n_patches / seconds}
+    seconds = _elapsed(t0, device)
+    m = max(int(world.sum(n_masked)), 1)
+    return {"train_loss": float(world.sum(loss_sum)) / m, "train_accuracy": int(world.sum(correct)) / m,
+            "seconds": seconds, "steps": n_steps, "tokens_per_s": int(world.sum(n_patches)) / seconds}
 
 
 def _append(history: dict[str, list], epoch: int, *parts: dict[str, float]) -> None:
@@ -413,21 +464,37 @@ def pretrain(
     data_hash, heldout_hash = content_hash(train), content_hash(heldout)
     vq_path, mtm_path = out_dir / VQ_FILE, out_dir / MTM_FILE
     budget = _Budget(max_epochs)
+    world = current()
+    progress = progress and world.is_main
     if num_threads is None and resume and vq_path.exists():
         num_threads = load_checkpoint(vq_path).get("num_threads")
-    num_threads = int(num_threads or auto_num_threads())
+    num_threads = int(num_threads or max(1, auto_num_threads() // world.size))  # ranks share the CPUs
     result: dict[str, Any] = {
         "device": str(dev), "data_hash": data_hash, "heldout_hash": heldout_hash,
         "n_train_events": sum(ts.n_events for ts in train),
         "n_train_patches": sum(ts.n_events * ts.n_chans for ts in train),
         "n_heldout_events": sum(ts.n_events for ts in heldout),
         "config": asdict(cfg), "num_threads": num_threads if dev.type == "cpu" else None,
+        "world_size": world.size,
     }
 
     def base_ck(stage: str, model, opt, epoch: int, complete: bool, history: dict) -> dict[str, Any]:
+        rng = world.gather(_rng_state())  # a collective: every rank builds every checkpoint
         return {"config": asdict(cfg), "data_hash": data_hash, "heldout_hash": heldout_hash, "stage": stage,
                 "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                "complete": complete, "rng": _rng_state(), "history": history, "num_threads": num_threads}
+                "complete": complete, "rng": rng[0], "rng_ranks": rng, "history": history,
+                "num_threads": num_threads}
+
+    def save(path: Path, ck: dict[str, Any]) -> None:
+        if world.is_main:
+            _save(path, ck)
+
+    def restore(ck: dict[str, Any], model, opt) -> tuple[int, dict]:
+        model.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        ranks = ck.get("rng_ranks", [])
+        _set_rng_state(ranks[world.rank] if len(ranks) == world.size else ck["rng"])
+        return int(ck["epoch"]), ck["history"]
 
     with _cpu_threads(num_threads) if dev.type == "cpu" else nullcontext(), _progress(progress) as bars:
         torch.manual_seed(cfg.seed)
@@ -441,11 +508,8 @@ def pretrain(
         if loaded_vq:
             ck = load_checkpoint(vq_path, dev)
             _check_resume(ck, vq_path, cfg, data_hash, heldout_hash)
-            vq_model.load_state_dict(ck["state_dict"])
-            vq_opt.load_state_dict(ck["optimizer"])
-            _set_rng_state(ck["rng"])
-            start, vq_hist = int(ck["epoch"]), ck["history"]
-        else:
+            start, vq_hist = restore(ck, vq_model, vq_opt)
+        elif world.is_main:
             mtm_path.unlink(missing_ok=True)  # a stale stage-2 checkpoint must not be resumed
         train_flat = _flat_patches(train, dev)
         held_flat = _flat_patches(heldout, dev)
@@ -455,6 +519,7 @@ def pretrain(
             with torch.no_grad(), _autocast(dev):
                 z = vq_model.encode(train_flat["patches"][sample])
             vq_model.vq.init_codebook(z)
+        vq_train = _parallel(vq_model, dev, world)
         vq_eval: dict[str, float] | None = None
         for epoch in range(start, cfg.epochs_vq):
             if not budget.take():
@@ -462,15 +527,15 @@ def pretrain(
                         "wall_time_s": time.perf_counter() - t_start}
             n_steps = math.ceil(train_flat["patches"].shape[0] / cfg.batch_size)
             task = bars.add_task(f"vq  {epoch + 1}/{cfg.epochs_vq}", total=n_steps, loss="-", rate="")
-            stats = _train_vq_epoch(vq_model, vq_opt, train_flat, cfg, epoch, dev, (bars, task))
+            stats = _train_vq_epoch(vq_train, vq_opt, train_flat, cfg, epoch, dev, (bars, task), world)
             vq_eval = _eval_vq(vq_model, held_flat, dev, max(cfg.batch_size, 8192))
             _append(vq_hist, epoch, stats, {f"heldout_{k}": v for k, v in vq_eval.items()})
-            _save(vq_path, base_ck("vq", vq_model, vq_opt, epoch + 1, epoch + 1 == cfg.epochs_vq, vq_hist))
+            save(vq_path, base_ck("vq", vq_model, vq_opt, epoch + 1, epoch + 1 == cfg.epochs_vq, vq_hist))
         if cfg.epochs_vq == 0 and not loaded_vq:
-            _save(vq_path, base_ck("vq", vq_model, vq_opt, 0, True, vq_hist))
+            save(vq_path, base_ck("vq", vq_model, vq_opt, 0, True, vq_hist))
         if vq_eval is None:
             vq_eval = _eval_vq(vq_model, held_flat, dev, max(cfg.batch_size, 8192))
-        del train_flat, held_flat
+        del train_flat, held_flat, vq_train
         result.update(vq_eval)
 
         # ---------------- stage 2
@@ -486,13 +551,12 @@ def pretrain(
         mtm_opt = _optimizer(mtm, cfg)
         mtm_hist: dict[str, list] = {}
         start = 0
-        if resume and mtm_path.exists():
+        loaded_mtm = loaded_vq and mtm_path.exists()  # without a resumed vq.pt, mtm.pt was removed
+        if loaded_mtm:
             ck = load_checkpoint(mtm_path, dev)
             _check_resume(ck, mtm_path, cfg, data_hash, heldout_hash)
-            mtm.load_state_dict(ck["state_dict"])
-            mtm_opt.load_state_dict(ck["optimizer"])
-            _set_rng_state(ck["rng"])
-            start, mtm_hist = int(ck["epoch"]), ck["history"]
+            start, mtm_hist = restore(ck, mtm, mtm_opt)
+        mtm_train = _parallel(mtm, dev, world)
         mtm_eval: dict[str, float] | None = None
 
         def mtm_ck(epoch: int) -> dict[str, Any]:
@@ -505,16 +569,22 @@ def pretrain(
                 return {**result, "complete": False, "history": {"vq": vq_hist, "mtm": mtm_hist},
                         "wall_time_s": time.perf_counter() - t_start}
             task = bars.add_task(f"mtm {epoch + 1}/{cfg.epochs_mtm}", total=None, loss="-", rate="")
-            stats = _train_mtm_epoch(mtm, mtm_opt, train, train_codes, cfg, epoch, dev, (bars, task))
+            stats = _train_mtm_epoch(mtm_train, mtm_opt, train, train_codes, cfg, epoch, dev, (bars, task), world)
             mtm_eval = _eval_mtm(mtm, heldout, held_codes, cfg, dev, most_frequent)
             _append(mtm_hist, epoch, stats, {f"heldout_{k}": v for k, v in mtm_eval.items()})
-            _save(mtm_path, mtm_ck(epoch + 1))
-        if not mtm_path.exists():
-            _save(mtm_path, mtm_ck(start))
+            save(mtm_path, mtm_ck(epoch + 1))
+        if not loaded_mtm and cfg.epochs_mtm == 0:
+            save(mtm_path, mtm_ck(start))
         if mtm_eval is None:
             mtm_eval = _eval_mtm(mtm, heldout, held_codes, cfg, dev, most_frequent)
         result.update(mtm_eval)
-    result.update({"most_frequent_code": most_frequent, "complete": True,
+    fingerprint = weights_fingerprint([vq_model.state_dict(), mtm.state_dict()])
+    if len(set(world.gather(fingerprint))) > 1:
+        raise RuntimeError(
+            "pretrain: data-parallel ranks ended with different weights. Fix: this is a bug in "
+            "aemg.model's DDP path; train with one process (no torchrun) meanwhile."
+        )
+    result.update({"most_frequent_code": most_frequent, "complete": True, "weights_sha256": fingerprint,
                    "history": {"vq": vq_hist, "mtm": mtm_hist},
                    "wall_time_s": time.perf_counter() - t_start})
     return result
@@ -540,17 +610,24 @@ def load_model(out_dir: str | Path, device: str | None = None) -> tuple[Tokenize
     return vq_model, mtm, cfg
 
 
+EMBED_POOLS = ("mean", "channels")
+
+
 @torch.no_grad()
 def embed_tokens(
     out_dir_or_models: str | Path | MaskedTokenModel | tuple,
     tokenset: TokenSet,
     device: str | None = None,
     batch_size: int | None = None,
+    pool: str = "mean",
 ) -> np.ndarray:
-    """Per-event embeddings (n_events, width) float32, in the TokenSet's event order.
+    """Per-event embeddings float32, in the TokenSet's event order: (n_events, width) with
+    ``pool="mean"``, (n_events, n_chans * width) with ``pool="channels"`` (channel-major).
 
     ``out_dir_or_models``: a pretrain out_dir, a ``load_model`` tuple, or a MaskedTokenModel.
     """
+    if pool not in EMBED_POOLS:
+        raise ValueError(f"embed_tokens: pool={pool!r}; valid: {', '.join(EMBED_POOLS)}")
     if isinstance(out_dir_or_models, (str, Path)):
         _, mtm, cfg = load_model(out_dir_or_models, device)
     elif isinstance(out_dir_or_models, tuple):
@@ -569,11 +646,12 @@ def embed_tokens(
         )
     was_training = mtm.training
     mtm.eval()
-    out = np.zeros((tokenset.n_events, cfg.width), np.float32)
+    n_features = cfg.width * (tokenset.n_chans if pool == "channels" else 1)
+    out = np.zeros((tokenset.n_events, n_features), np.float32)
     for batch in sentence_batches(tokenset, cfg.max_patches, batch_size or max(cfg.batch_size, 4096)):
         tb = batch.to(dev)
         with _autocast(dev):
-            emb = mtm.embed(tb).float().cpu().numpy()
+            emb = mtm.embed(tb, tokenset.n_chans if pool == "channels" else None).float().cpu().numpy()
         idx = batch.event_index
         out[idx[idx >= 0]] = emb[idx >= 0]
     mtm.train(was_training)

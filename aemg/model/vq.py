@@ -10,6 +10,8 @@
 * Dead-code restart: a code unused for ``dead_code_threshold`` training steps is replaced by a
   random encoder output of the current batch.
 * Usage and perplexity tracked in ``usage_counts`` (reset with :meth:`reset_usage`).
+* Under ``torch.distributed`` (DDP), EMA statistics are summed over ranks and restarted codes
+  come from rank 0's batch, so every rank holds the same codebook.
 
 In eval mode ``quantized`` is exactly ``codebook[indices]``.
 All arithmetic runs in float32 even under autocast.
@@ -22,6 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from aemg.model.distributed import current
 
 
 def codebook_stats(indices: torch.Tensor, codebook_size: int) -> tuple[float, float]:
@@ -131,6 +135,11 @@ class VectorQuantizer(nn.Module):
     def _ema_update(self, zn: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> None:
         d = self.decay
         batch_sum = torch.zeros_like(self.embed_sum).index_add_(0, indices, zn)
+        # Under DDP the codebook is a buffer, not a parameter: pool every rank's statistics so
+        # that all ranks keep the same codebook and it learns from the whole global batch.
+        world = current()
+        world.sum(counts)
+        world.sum(batch_sum)
         self.cluster_size.mul_(d).add_(counts.float(), alpha=1 - d)
         self.embed_sum.mul_(d).add_(batch_sum, alpha=1 - d)
         norm = self.embed_sum.norm(dim=-1, keepdim=True)
@@ -141,7 +150,7 @@ class VectorQuantizer(nn.Module):
         dead = (self.unused_steps >= self.dead_code_threshold).nonzero().squeeze(1)
         if dead.numel():
             pick = torch.randint(0, zn.shape[0], (dead.numel(),), device=zn.device)
-            new = zn[pick]
+            new = world.from_main(zn[pick].contiguous())
             self.codebook[dead] = new
             self.embed_sum[dead] = new
             self.cluster_size[dead] = 1.0
