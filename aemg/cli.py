@@ -176,19 +176,61 @@ def pretrain(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None, resume
 
 
 @app.command()
-def evaluate(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None) -> None:
-    """Leave-one-subject-out evaluation of the pre-trained model against baselines."""
+def ablation(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None) -> None:
+    """Pre-train the fixed-window ablation models (when evaluate.methods lists aemg_probe_fixedwin)."""
+    from aemg.flows.ablation import ablation_flow
+
+    _print_summary(_run(ablation_flow, params_path=params, tokens=tokens))
+
+
+@app.command()
+def evaluate(
+    params: ParamsOpt = "params.yaml",
+    tokens: TokensOpt = None,
+    grid: Annotated[str | None, typer.Option(help="evaluation grid (default evaluate.grid): demo, full")] = None,
+) -> None:
+    """Leave-one-subject-out and few-shot evaluation of the pre-trained model against baselines."""
     from aemg.flows.evaluate import evaluate_flow
 
-    result = _run(evaluate_flow, params_path=params, tokens=tokens)
+    result = _run(evaluate_flow, params_path=params, tokens=tokens, grid=grid)
     console.print(result["table"])
+    if result["few_shot_table"]:
+        console.print(result["few_shot_table"])
+
+
+@app.command()
+def report(params: ParamsOpt = "params.yaml") -> None:
+    """Figures and reports/README.md from the evaluation's metrics, stores and models."""
+    from aemg.flows.report import report_flow
+
+    for path in _run(report_flow, params_path=params):
+        console.print(path)
+
+
+@app.command()
+def quality(
+    reference: Annotated[str, typer.Argument(help="token file (.npy/.csv) or DATASET:RECORDING[:START_S-STOP_S]")],
+    candidate: Annotated[str, typer.Argument(help="the execution to score, same forms")],
+    params: ParamsOpt = "params.yaml",
+    store: StoreOpt = None,
+    k: Annotated[int, typer.Option(help="muscle-state tokens (K-means clusters)")] = 13,
+    primary: Annotated[list[int] | None, typer.Option(help="channel index of a primary muscle (repeatable)")] = None,
+    window: Annotated[int | None, typer.Option(help="Sakoe-Chiba band in frames (default none)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Movement quality: DTW between the muscle-state token sequences of two executions (0-100)."""
+    from aemg.evaluate.quality import format_quality, quality_command
+
+    result = _run(quality_command, reference=reference, candidate=candidate, params_path=params, store=store,
+                  k=k, primary=primary, window=window)
+    console.print(json.dumps(result, default=str) if as_json else format_quality(result))
 
 
 @app.command("run")
 def run_all(
     params: ParamsOpt = "params.yaml", mirror: MirrorOpt = None, dask_address: DaskOpt = None
 ) -> None:
-    """All stages: harmonize, tokenize, pretrain, evaluate."""
+    """All stages: harmonize, tokenize, pretrain, ablation, evaluate, report."""
     from aemg.flows.pipeline import pipeline_flow
 
     result = _run(pipeline_flow, params_path=params, mirror=mirror, dask_address=dask_address)

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
         "harmonized": "data/harmonized.zarr",
         "tokens": "data/tokens.zarr",
         "models": "models",
+        "models_fixedwin": "models-fixedwin",
         "metrics": "metrics",
         "reports": "reports",
     },
@@ -36,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
         "notch_q": 30.0,
         "nan_policy": "raise",
         "chunk_samples": 262144,
+        "files_in_flight": 8,
+        "virtual_channels": None,
     },
     "schedule": {"harmonize_cron": "0 3 * * *"},
     "tokenize": {
@@ -48,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "max_order": 15,
         "max_tokens_per_sentence": 256,
         "min_gap_s": 0.0,
-        "hysteresis": {"floor_quantile": 0.2, "on_ratio": 3.0, "off_ratio": 1.8},
+        "hysteresis": {"floor_quantile": 0.2, "floor_scope": "subject", "on_ratio": 3.0, "off_ratio": 1.8},
         "states": {
             "k": 13,
             "window_s": 0.05,
@@ -80,11 +83,43 @@ DEFAULTS: dict[str, Any] = {
     },
     "evaluate": {
         "datasets": ["myo-armband-cote-allard", "uci-emg-gestures", "unibo-inail", "flexemg"],
-        "methods": ["lda", "aemg_probe"],
+        "methods": [
+            "lda", "svm", "cnn", "state_svm", "state_vit", "transformer_scratch",
+            "aemg_probe", "aemg_finetune", "aemg_probe_fixedwin",
+        ],
         "min_subjects": 3,
         "seed": 0,
+        "grid": "demo",
+        "grids": {
+            "demo": {"few_shot_methods": ["lda", "svm", "aemg_probe"], "few_shot_fractions": [0.05, 0.2]},
+            "full": {
+                "few_shot_methods": ["lda", "svm", "state_svm", "aemg_probe"],
+                "few_shot_fractions": [0.01, 0.05, 0.1, 0.2, 0.4, 0.8],
+            },
+        },
+        "few_shot_methods": [],
+        "few_shot_fractions": [0.01, 0.05, 0.1, 0.2, 0.4, 0.8],
+        "few_shot_pool": 0.8,
+        "few_shot_max_repeat": 20,
+        "torch_epochs": 15,
+        "transformer_epochs": 10,
+        "transformer_patch_budget": 200000,
+        "finetune_lr_scale": 0.3,
+        "aemg_pool": "channels",
+        "state_k": 13,
+        "state_window_s": 0.05,
+        "state_stride_s": 0.025,
+        "state_wamp_threshold": 0.05,
+        "state_kmeans_samples": 50000,
+        "device": None,
+        "max_threads": None,
     },
 }
+
+
+# Mappings whose entries users name themselves: an entry is added or replaced whole, and the
+# code that reads it checks it (evaluation grids: aemg.evaluate.settings.resolve_grid).
+OPEN_MAPPING = ".evaluate.grids"
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -92,7 +127,9 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dic
     for key, value in override.items():
         if key not in base:
             raise AemgError(f"{where}: unknown parameter {key!r}; valid: {', '.join(base)}")
-        if isinstance(base[key], dict) and base[key] and isinstance(value, Mapping):
+        if f"{where}.{key}".endswith(OPEN_MAPPING) and isinstance(value, Mapping):
+            out[key] = {**base[key], **copy.deepcopy(dict(value))}
+        elif isinstance(base[key], dict) and base[key] and isinstance(value, Mapping):
             out[key] = _merge(base[key], value, f"{where}.{key}")
         else:
             out[key] = copy.deepcopy(value)

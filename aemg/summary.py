@@ -1,4 +1,4 @@
-"""What ``make demo`` prints last: where everything is, and the LOSO table."""
+"""What ``make demo`` prints last: where everything is, the LOSO table and the few-shot table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from aemg.evaluate.loso import format_table
+from aemg.evaluate.loso import format_few_shot_table, format_table
 from aemg.params import load_params
 
 
@@ -20,8 +20,14 @@ def main(params_path: str = "params.yaml") -> int:
     print(f"token store      : {paths['tokens']}")
     print(f"models           : {paths['models']}/<evaluated dataset>/ (vq.pt, mtm.pt, manifest.json)")
     print(f"metrics          : {loso}, {paths['metrics'] / 'loso_scores.csv'}, {paths['metrics'] / 'pretrain.json'}")
+    print(f"report           : {paths['reports'] / 'README.md'}")
+    summary = json.loads(loso.read_text())
     print("\nLeave-one-subject-out accuracy (mean ± std over held-out subjects):")
-    print(format_table(json.loads(loso.read_text())))
+    print(format_table(summary))
+    few_shot = format_few_shot_table(summary)
+    if few_shot:
+        print("\nFew-shot accuracy with a fraction f of the target subject's trials (ratio to the whole pool):")
+        print(few_shot)
     return 0
 
 

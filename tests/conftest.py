@@ -66,6 +66,19 @@ def prefect_harness() -> Iterator[None]:
 
 
 @pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch and BLAS on one thread: tiny fits run faster so, and timings stay stable on a shared machine."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh working directory (relative default paths land here)."""
     monkeypatch.chdir(tmp_path)
@@ -78,7 +91,8 @@ def write_params(directory: Path, datasets: list[str], **sections: object) -> Pa
         "datasets": datasets,
         "subjects": {d: SLICE_SUBJECTS[d] for d in datasets if d in SLICE_SUBJECTS},
         "pretrain": {"overrides": TINY_MODEL},
-        "evaluate": {"datasets": datasets},
+        # a baseline, AEMG and its ablation, zero-shot only: the grids are for `make demo`
+        "evaluate": {"datasets": datasets, "methods": ["lda", "aemg_probe", "aemg_probe_fixedwin"], "grid": None},
     }
     params.update(sections)
     path = directory / "params.yaml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -45,8 +46,18 @@ def test_dvc_repro_is_incremental(tmp_path, mirror):
     _run(["dvc", "init", "-q"], tmp_path, env)
 
     first = _run(["dvc", "repro"], tmp_path, env)
-    assert _stages_run(first) == {"download", "harmonize", "tokenize", "pretrain", "evaluate"}
+    assert _stages_run(first) == {"download", "harmonize", "tokenize", "pretrain", "ablation", "evaluate", "report"}
     assert (tmp_path / "metrics" / "loso.json").exists()
+    assert (tmp_path / "reports" / "README.md").exists() and list((tmp_path / "reports").glob("*.png"))
+    # per-epoch pre-training curves, one file per stage and model, that `dvc plots` renders
+    shown = subprocess.run(["dvc", "plots", "show", "--json", "metrics/pretrain_history"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    plots = json.loads(shown.stdout)
+    for stage, y in (("vq", "reconstruction_error"), ("mtm", "masked_token_accuracy")):
+        for dataset in DATASETS:
+            rows = plots["data"][f"metrics/pretrain_history/{stage}/{dataset}.json"][0]["content"]["data"]["values"]
+            assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and rows, (stage, dataset)
+            assert all(r["stage"] == stage and isinstance(r[y], float) for r in rows), (stage, dataset)
 
     second = _run(["dvc", "repro"], tmp_path, env)
     assert _stages_run(second) == set(), second
@@ -55,4 +66,4 @@ def test_dvc_repro_is_incremental(tmp_path, mirror):
     params["tokenize"]["threshold_std"] = 0.75
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     third = _run(["dvc", "repro"], tmp_path, env)
-    assert _stages_run(third) == {"tokenize", "pretrain", "evaluate"}, third
+    assert _stages_run(third) == {"tokenize", "pretrain", "ablation", "evaluate", "report"}, third

@@ -27,7 +27,7 @@ def _fake_results(leak: bool):
 
 
 @pytest.mark.parametrize("leak", [False, True])
-def test_flow_writes_manifests_and_fails_on_leak(workdir, prefect_harness, monkeypatch, leak):
+def test_flow_writes_manifests_and_fails_on_leak(workdir, prefect_harness, monkeypatch, capsys, leak):
     import aemg.evaluate.run
     import aemg.store
     from aemg.flows.evaluate import evaluate_flow
@@ -44,5 +44,10 @@ def test_flow_writes_manifests_and_fails_on_leak(workdir, prefect_harness, monke
         assert "lda" in result["table"] and "f=0.2" in result["few_shot_table"]
         scores = pd.read_csv(workdir / "metrics" / "loso_scores.csv")
         assert set(scores.fraction) == {0.0, 0.2, 0.8}  # 0.8: the whole adaptation pool, the "full data" reference
+        from aemg.summary import main as summary
+
+        assert summary(str(params)) == 0
+        printed = capsys.readouterr().out
+        assert "Leave-one-subject-out" in printed and "synthetic / lda" in printed and "f=0.2" in printed
     folds = json.loads((workdir / "metrics" / "folds.json").read_text())  # written before the check
     assert [f["test_subject"] for f in folds["synthetic"]] == ["S00", "S01", "S02"]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
 
 from aemg.errors import AemgError
 from aemg.evaluate.estimators import CNNClassifier, EventTransformerClassifier, StateViTClassifier
@@ -21,13 +17,7 @@ FAST = {"torch_epochs": 8, "transformer_epochs": 6, "state_kmeans_samples": 5000
 TINY_CFG = {"width": 32, "depth": 1, "heads": 2, "conv_channels": 8, "codebook_size": 16, "code_dim": 8}
 
 
-@pytest.fixture(autouse=True)
-def _few_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from aemg.errors import AemgError
 from aemg.evaluate.loso import check_folds, run_folds, summarize, write_metrics
@@ -25,13 +23,7 @@ TINY = {"width": 32, "depth": 1, "heads": 2, "conv_channels": 8, "codebook_size"
         "epochs_vq": 1, "epochs_mtm": 1, "batch_size": 512}
 
 
-@pytest.fixture(autouse=True)
-def _few_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")

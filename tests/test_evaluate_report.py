@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 import yaml
-from threadpoolctl import threadpool_limits
 
 from aemg.errors import AemgError
 from aemg.evaluate.loso import run_folds, write_metrics
@@ -25,13 +22,7 @@ TINY = {"width": 16, "depth": 1, "heads": 2, "conv_channels": 4, "codebook_size"
         "epochs_vq": 0, "epochs_mtm": 0, "batch_size": 256}  # untrained weights draw the same figures
 
 
-@pytest.fixture(autouse=True)
-def _few_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 def _stores(root: Path, trials) -> None:

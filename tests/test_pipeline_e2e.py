@@ -87,12 +87,15 @@ def test_models_metrics_and_leak_free_manifest(pipeline_run):
     summary = json.loads((root / "metrics" / "loso.json").read_text())
     scores = pd.read_csv(root / "metrics" / "loso_scores.csv", dtype={"subject": str})
     for dataset in DATASETS:
-        assert set(summary[dataset]) == {"lda", "aemg_probe"}
+        assert set(summary[dataset]) == {"lda", "aemg_probe", "aemg_probe_fixedwin"}
         per = scores[scores.dataset == dataset]
         assert sorted(per.subject.unique()) == sorted(SLICE_SUBJECTS[dataset])
-        assert len(per) == 3 * 2  # one row per subject x method
+        assert len(per) == 3 * 3  # one row per subject x method
+        fixed = json.loads((root / "models-fixedwin" / dataset / "manifest.json").read_text())
+        assert fixed["tokens"] == "fixed_window" and dataset not in fixed["subjects_seen"]
     myo = scores[(scores.dataset == "myo-armband-cote-allard") & (scores.method == "lda")]
     assert myo.accuracy.mean() > 1.5 / 7  # well above chance for 7 gestures
     assert "lda" in result["table"]
+    assert (root / "reports" / "README.md").exists() and any(p.endswith(".png") for p in result["reports"])
     pretrain = json.loads((root / "metrics" / "pretrain.json").read_text())
     assert 0 < pretrain["codebook_usage"] <= 1

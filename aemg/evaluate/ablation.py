@@ -7,10 +7,10 @@ channel RMS. A model is then pre-trained on those tokens of the other datasets (
 dataset out, as the event model), with the same preset and, per dataset, no more patches than
 the event model saw (so the ablation changes *what* is seen, not how much). Evaluation then uses
 the same trials (labelled events) and the same linear probe; only the pre-trained model differs
-(method ``aemg_probe_fixedwin``, model in ``models/<dataset>/fixedwin``).
+(method ``aemg_probe_fixedwin``, model in ``<paths.models_fixedwin>/<dataset>``).
 
-This is a pre-training step: wire :func:`pretrain_fixed_window_all` into the ``pretrain`` stage
-(its outputs live under ``models/``), or call it before ``aemg evaluate``.
+``aemg ablation`` (DVC stage ``ablation``, flow ``ablation``) runs :func:`pretrain_fixed_window`
+for every evaluated dataset when ``evaluate.methods`` lists ``aemg_probe_fixedwin``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import numpy as np
 import xarray as xr
 
 from aemg.errors import AemgError
-from aemg.evaluate.run import FIXEDWIN_SUBDIR
 
 
 def fixed_window_tokenset(harmonized: Path, dataset: str, tp: dict[str, Any]) -> Any:
@@ -107,19 +106,3 @@ def pretrain_fixed_window(
     manifest = {"evaluated_dataset": evaluated, "preset": pp["preset"], "subjects_seen": seen, "tokens": "fixed_window"}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return {k: metrics[k] for k in ("codebook_usage", "reconstruction_error", "masked_token_accuracy")}
-
-
-def pretrain_fixed_window_all(params_path: str | Path | None = None) -> dict[str, Any]:
-    """One fixed-window model per evaluated dataset, in ``models/<dataset>/fixedwin``."""
-    from aemg.params import load_params
-    from aemg.store import list_groups
-
-    params = load_params(params_path)
-    paths = {k: Path(v) for k, v in params["paths"].items()}
-    sources = list_groups(paths["tokens"])
-    out = {}
-    for ds in params["evaluate"]["datasets"]:
-        if ds in sources:
-            out[ds] = pretrain_fixed_window(paths["harmonized"], paths["tokens"], paths["models"] / ds / FIXEDWIN_SUBDIR,
-                                            ds, sources, params["tokenize"], params["pretrain"])
-    return out

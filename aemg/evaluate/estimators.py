@@ -12,7 +12,7 @@ per fold and refuses one it has seen before.
 - :class:`CNNClassifier`: a small 1-D CNN over the raw trial tokens (channels x samples).
 - :class:`StateViTClassifier`: the paper's ViT over the (frames x channels) state matrix.
 - :class:`EventTransformerClassifier`: AEMG's event-token Transformer (MaskedTokenModel's
-  patch embedding, conditioning and encoder, mean-pooled per event) plus a linear head, either
+  patch embedding, conditioning and encoder, pooled per event) plus a linear head, either
   randomly initialised (no pre-training) or loaded from a pre-trained checkpoint (fine-tune).
 """
 
@@ -252,22 +252,19 @@ class StateViTClassifier(TorchClassifier):
 
 # --------------------------------------------------------------------------- event Transformer
 class _EventClassifier(nn.Module):
-    """MaskedTokenModel encoder, mean-pooled over each event's channel patches, + linear head."""
+    """MaskedTokenModel encoder, pooled per event (:func:`aemg.model.mtm.pool_events`), + linear head."""
 
-    def __init__(self, backbone: nn.Module, n_classes: int):
+    def __init__(self, backbone: nn.Module, n_classes: int, n_chans: int | None = None):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.cfg.width, n_classes)
+        self.n_chans = n_chans
+        self.head = nn.Linear(backbone.cfg.width * (n_chans or 1), n_classes)
 
     def forward(self, batch: Any) -> torch.Tensor:
         """Logits (B, E, n_classes) per event of each sequence (padding events: garbage)."""
-        h = self.backbone.encode(batch).float()
-        E = batch.event_index.shape[1]
-        member = (batch.event.unsqueeze(-1) == torch.arange(E, device=h.device)) & ~batch.padding.unsqueeze(-1)
-        member = member.float()
-        summed = torch.einsum("ble,blw->bew", member, torch.where(batch.padding.unsqueeze(-1), 0.0, h))
-        pooled = summed / member.sum(dim=1).clamp(min=1.0).unsqueeze(-1)
-        return self.head(pooled)
+        from aemg.model.mtm import pool_events
+
+        return self.head(pool_events(self.backbone.encode(batch).float(), batch, self.n_chans))
 
 
 class EventTransformerClassifier(TorchClassifier):
@@ -282,8 +279,10 @@ class EventTransformerClassifier(TorchClassifier):
     def __init__(self, trials: Any = None, init: str = "scratch", model_dir: str | Path | None = None,
                  config: dict[str, Any] | None = None, backbone_lr_scale: float = 0.3,
                  epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 512,
-                 seed: int = 0, device: str | None = None, patch_budget: int | None = None, min_epochs: int = 2):
+                 seed: int = 0, device: str | None = None, patch_budget: int | None = None, min_epochs: int = 2,
+                 pool: str = "channels"):
         super().__init__(epochs, lr, weight_decay, batch_size, seed, device)
+        self.pool = pool
         self.patch_budget = patch_budget
         self.min_epochs = min_epochs
         self.trials = trials
@@ -318,7 +317,7 @@ class EventTransformerClassifier(TorchClassifier):
         if self.trials.tokens.shape[2] != self.cfg_.n_times:
             raise ValueError(f"{self.trials.dataset}: trials have n_times={self.trials.tokens.shape[2]}, "
                              f"model expects {self.cfg_.n_times}")
-        return _EventClassifier(backbone, n_classes)
+        return _EventClassifier(backbone, n_classes, self.trials.n_chans if self.pool == "channels" else None)
 
     def _param_groups(self, module: nn.Module) -> list[dict[str, Any]]:
         scale = self.backbone_lr_scale if self.init == "pretrained" else 1.0

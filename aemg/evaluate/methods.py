@@ -34,32 +34,7 @@ from aemg.evaluate.estimators import (
     StateViTClassifier,
     TokenStatistics,
 )
-
-# Evaluation parameters read with .get(key, default) until aemg.params.DEFAULTS lists them.
-# few_shot_methods stays empty here so that a params file without the key keeps the zero-shot
-# table only; the recommended setting is RECOMMENDED_FEW_SHOT_METHODS.
-RECOMMENDED_FEW_SHOT_METHODS = ["lda", "svm", "aemg_probe"]
-EVALUATE_DEFAULTS: dict[str, Any] = {
-    "few_shot_fractions": [0.01, 0.05, 0.1, 0.2, 0.4, 0.8],
-    "few_shot_methods": [],
-    "few_shot_pool": 0.8,
-    "few_shot_max_repeat": 20,
-    "torch_epochs": 15,
-    "transformer_epochs": 10,
-    "transformer_patch_budget": 200000,
-    "finetune_lr_scale": 0.3,
-    "state_k": 13,
-    "state_window_s": 0.05,
-    "state_stride_s": 0.025,
-    "state_wamp_threshold": 0.05,
-    "state_kmeans_samples": 50000,
-    "device": None,
-    "max_threads": None,
-}
-
-
-def ep_get(ep: dict[str, Any], key: str) -> Any:
-    return ep.get(key, EVALUATE_DEFAULTS[key])
+from aemg.evaluate.settings import ep_get
 
 
 @dataclass
@@ -122,7 +97,7 @@ def _transformer(init: str) -> Callable[[MethodContext], Any]:
             trials=c.trials, init=init, model_dir=c.model_dir,
             backbone_lr_scale=float(ep_get(c.ep, "finetune_lr_scale")),
             epochs=int(ep_get(c.ep, "transformer_epochs")), seed=c.seed, device=ep_get(c.ep, "device"),
-            patch_budget=int(ep_get(c.ep, "transformer_patch_budget")) or None,
+            patch_budget=int(ep_get(c.ep, "transformer_patch_budget")) or None, pool=ep_get(c.ep, "aemg_pool"),
         )
 
     return make

@@ -12,10 +12,9 @@ import numpy as np
 from aemg.errors import AemgError
 from aemg.evaluate.features import hudgins, state_window_samples, trial_window_features
 from aemg.evaluate.loso import run_folds
-from aemg.evaluate.methods import Method, MethodContext, ep_get, get_methods
+from aemg.evaluate.methods import Method, MethodContext, get_methods
+from aemg.evaluate.settings import ep_get
 from aemg.evaluate.trials import Trials, load_trials
-
-FIXEDWIN_SUBDIR = "fixedwin"
 
 
 def compute_features(trials: Trials, needed: set[str], ep: dict[str, Any], model_dir: Path | None,
@@ -46,11 +45,11 @@ def compute_features(trials: Trials, needed: set[str], ep: dict[str, Any], model
             from aemg.model.stage import check_no_leak
 
             if directory is None or not (Path(directory) / "mtm.pt").exists():
-                how = ("pre-train the fixed-window ablation (aemg.evaluate.ablation.pretrain_fixed_window_all)"
-                       if key.endswith("fixedwin") else "run `aemg pretrain`")
+                how = "run `aemg ablation`" if key.endswith("fixedwin") else "run `aemg pretrain`"
                 raise AemgError(f"{trials.dataset}: {key} needs a pre-trained model in {directory}; {how} first")
             check_no_leak(Path(directory), trials.dataset, trials.subjects)
-            features[key] = embed_tokens(Path(directory), trials.tokenset(), device=ep_get(ep, "device"))
+            features[key] = embed_tokens(Path(directory), trials.tokenset(), device=ep_get(ep, "device"),
+                                         pool=ep_get(ep, "aemg_pool"))
     if "aemg_embedding_rms" in needed:
         log_rms = np.log(np.sqrt((trials.tokens.astype(np.float64) ** 2).mean(axis=2)) + 1e-6).astype(np.float32)
         features["aemg_embedding_rms"] = np.concatenate([features["aemg_embedding"], log_rms], axis=1)
@@ -101,9 +100,9 @@ def evaluate_trials(trials: Trials, ep: dict[str, Any], model_dir: Path | None =
 
 
 def evaluate_dataset(tokens: Path, model_dir: Path, dataset: str, ep: dict[str, Any], harmonized: Path | None = None,
-                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     log: Callable[[str], None] | None = None, fixedwin_dir: Path | None = None) -> dict[str, Any]:
     """Trials of ``dataset`` from the token store, evaluated with the model in ``model_dir``
-    (and, for the fixed-window ablation, ``model_dir/fixedwin``)."""
+    (and, for the fixed-window ablation, the one in ``fixedwin_dir``)."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -131,7 +130,7 @@ def evaluate_dataset(tokens: Path, model_dir: Path, dataset: str, ep: dict[str, 
         trials = load_trials(tokens, dataset, harmonized)
         if log:
             log(f"{dataset}: {len(trials)} trials, {len(trials.subjects)} subjects, {torch.get_num_threads()} thread(s) at start")
-        return evaluate_trials(trials, ep, Path(model_dir), Path(model_dir) / FIXEDWIN_SUBDIR, log, choose_threads)
+        return evaluate_trials(trials, ep, Path(model_dir), fixedwin_dir, log, choose_threads)
     finally:
         limiter.restore_original_limits()
         torch.set_num_threads(before)

@@ -19,19 +19,24 @@ from aemg.flows.common import resolve
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_task(dataset: str, tokens: Path, models: Path, ep: dict[str, Any], harmonized: Path | None = None) -> dict[str, Any]:
+def evaluate_task(dataset: str, tokens: Path, models: Path, ep: dict[str, Any], harmonized: Path | None = None,
+                  models_fixedwin: Path | None = None) -> dict[str, Any]:
     from aemg.evaluate.run import evaluate_dataset
 
     logger = get_run_logger()
-    return evaluate_dataset(tokens, models / dataset, dataset, ep, harmonized, log=logger.info)
+    fixedwin = None if models_fixedwin is None else models_fixedwin / dataset
+    return evaluate_dataset(tokens, models / dataset, dataset, ep, harmonized, log=logger.info, fixedwin_dir=fixedwin)
 
 
 @flow(name="evaluate")
-def evaluate_flow(params_path: str | None = None, tokens: str | None = None) -> dict[str, Any]:
+def evaluate_flow(params_path: str | None = None, tokens: str | None = None, grid: str | None = None) -> dict[str, Any]:
+    """``grid`` overrides ``evaluate.grid`` (e.g. ``full`` for the paper-sized evaluation)."""
     from aemg.evaluate.loso import check_folds, format_few_shot_table, format_table, write_metrics
+    from aemg.evaluate.settings import resolve_grid
     from aemg.store import list_groups
 
     params, paths = resolve(params_path, {"tokens": tokens})
+    ep = resolve_grid(params["evaluate"], grid)
     available = list_groups(paths["tokens"])
     datasets = [d for d in params["evaluate"]["datasets"] if d in available]
     logger = get_run_logger()
@@ -39,7 +44,7 @@ def evaluate_flow(params_path: str | None = None, tokens: str | None = None) -> 
     for ds in datasets:
         try:
             results[ds] = evaluate_task.with_options(name=f"evaluate-{ds}")(
-                ds, paths["tokens"], paths["models"], params["evaluate"], paths["harmonized"]
+                ds, paths["tokens"], paths["models"], ep, paths["harmonized"], paths["models_fixedwin"]
             )
         except Exception as exc:
             failures[ds] = str(exc)

@@ -1,4 +1,4 @@
-"""Flow ``pipeline``: harmonize -> tokenize -> pretrain -> evaluate, as subflows."""
+"""Flow ``pipeline``: harmonize -> tokenize -> pretrain -> ablation -> evaluate -> report, as subflows."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from typing import Any
 
 from prefect import flow
 
+from aemg.flows.ablation import ablation_flow
 from aemg.flows.evaluate import evaluate_flow
 from aemg.flows.harmonize import harmonize_flow
 from aemg.flows.pretrain import pretrain_flow
+from aemg.flows.report import report_flow
 from aemg.flows.tokenize import tokenize_flow
 
 
@@ -17,4 +19,6 @@ def pipeline_flow(params_path: str | None = None, mirror: str | None = None, das
     harmonize_flow(params_path=params_path, mirror=mirror, dask_address=dask_address)
     tokenize_flow(params_path=params_path, dask_address=dask_address)
     pretrain_flow(params_path=params_path)
-    return evaluate_flow(params_path=params_path)
+    ablation_flow(params_path=params_path)
+    result = evaluate_flow(params_path=params_path)
+    return result | {"reports": report_flow(params_path=params_path)}

@@ -1,0 +1,43 @@
+"""Flow ``ablation``: the fixed-window models of AEMG's own ablation, one per evaluated dataset.
+
+Runs only when ``evaluate.methods`` lists ``aemg_probe_fixedwin``; the output folder is created
+either way so that DVC always finds the stage's output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from aemg.flows.common import resolve
+
+ABLATION_METHOD = "aemg_probe_fixedwin"
+
+
+@task(cache_policy=NO_CACHE)
+def fixed_window_task(harmonized: Path, tokens: Path, out_dir: Path, evaluated: str, sources: list[str],
+                      tp: dict[str, Any], pp: dict[str, Any]) -> dict[str, Any]:
+    from aemg.evaluate.ablation import pretrain_fixed_window
+
+    return pretrain_fixed_window(harmonized, tokens, out_dir, evaluated, sources, tp, pp)
+
+
+@flow(name="ablation")
+def ablation_flow(params_path: str | None = None, tokens: str | None = None) -> dict[str, Any]:
+    from aemg.store import list_groups
+
+    params, paths = resolve(params_path, {"tokens": tokens})
+    paths["models_fixedwin"].mkdir(parents=True, exist_ok=True)
+    if ABLATION_METHOD not in params["evaluate"]["methods"]:
+        return {}
+    sources = list_groups(paths["tokens"])
+    return {
+        ds: fixed_window_task.with_options(name=f"fixed-window-without-{ds}")(
+            paths["harmonized"], paths["tokens"], paths["models_fixedwin"] / ds, ds, sources,
+            params["tokenize"], params["pretrain"],
+        )
+        for ds in params["evaluate"]["datasets"] if ds in sources
+    }
