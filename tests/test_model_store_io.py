@@ -36,3 +36,54 @@ def test_limit_patches_keeps_whole_sentences_within_budget():
     _, counts = np.unique(small.sentence, return_counts=True)
     assert np.all(counts == 3)  # no sentence cut in half
     assert limit_patches(ts, max_patches=10**9, seed=0) is ts
+
+
+def _write_events(store, ts: TokenSet, chunk: int = 16) -> None:
+    """A token-store events group holding ``ts``, chunked along ``event``."""
+    import xarray as xr
+
+    n_chans = ts.n_chans
+    ds = xr.Dataset(
+        {
+            "token": (("event", "channel", "time"), ts.tokens),
+            "sentence": ("event", ts.sentence),
+            "order": ("event", ts.order),
+            "time_in_sentence_s": ("event", ts.onset),
+            "subject": ("event", ts.subject.astype(object)),
+        },
+        coords={"angle_deg": ("channel", np.linspace(0, 315, n_chans)), "distance": ("channel", np.zeros(n_chans))},
+    )
+    ds.to_zarr(store, group=f"{ts.dataset}/events", mode="w", consolidated=False,
+               encoding={"token": {"chunks": (chunk, n_chans, ts.n_times)}})
+
+
+def test_pretraining_reads_only_its_rows_and_picks_what_the_in_memory_split_picks(tmp_path, monkeypatch):
+    from aemg.model import store_io
+
+    ts = tokenset(n_sentences=60)
+    store = tmp_path / "tokens.zarr"
+    _write_events(store, ts)
+    budget = 12 * 3 * 8
+    train, held = store_io.pretraining_sets(store, "synthetic", 0.2, budget, seed=3)
+    mem_train, mem_held = split_by_subject(ts, 0.2, seed=3)
+    mem_train, mem_held = limit_patches(mem_train, budget, 3), limit_patches(mem_held, budget // 4, 3)
+    for got, want in ((train, mem_train), (held, mem_held)):
+        np.testing.assert_array_equal(got.tokens, want.tokens)
+        np.testing.assert_array_equal(got.sentence, want.sentence)
+        assert got.subject.tolist() == want.subject.tolist()
+    # the token array is read through row selection, never whole
+    import xarray as xr
+
+    whole_reads = []
+    real_values = xr.DataArray.values
+
+    def spy(self):
+        if self.name == "token" and self.sizes.get("event") == ts.n_events:
+            whole_reads.append(True)
+        return real_values.fget(self)
+
+    monkeypatch.setattr(xr.DataArray, "values", property(spy))
+    store_io.pretraining_sets(store, "synthetic", 0.2, budget, seed=3)
+    assert whole_reads == [] and train.n_events * 8 <= budget
+    store_io.load_tokenset(store, "synthetic")  # the spy sees a whole read when there is one
+    assert whole_reads == [True]

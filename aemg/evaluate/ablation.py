@@ -76,23 +76,22 @@ def pretrain_fixed_window(
     """The event model's recipe (``aemg.model.stage.pretrain_without``) on fixed-window tokens,
     each dataset capped at the number of event patches its event model trains on."""
     from aemg.model.config import preset
-    from aemg.model.store_io import limit_patches, load_tokenset, split_by_subject
+    from aemg.model.store_io import limit_patches, pretraining_rows, split_by_subject
     from aemg.model.train import pretrain
 
-    cap = int(pp.get("max_patches_per_dataset", 0)) or None
+    cap = int(pp.get("max_patches_per_dataset", 0))
     train_sets, heldout_sets, seen = [], [], {}
     for dataset in sources:
         if dataset == evaluated or dataset in pp.get("exclude_datasets", []):
             continue
-        events = load_tokenset(tokens_store, dataset)
-        if events.n_events == 0:
+        ev_train, ev_held, n_chans = pretraining_rows(tokens_store, dataset, float(pp["heldout_fraction"]), cap,
+                                                      int(pp["seed"]))
+        if len(ev_train) + len(ev_held) == 0:
             continue
-        ev_train, ev_held = split_by_subject(events, float(pp["heldout_fraction"]), int(pp["seed"]))
-        n_train = ev_train.n_events * ev_train.n_chans if cap is None else min(cap, ev_train.n_events * ev_train.n_chans)
-        n_held = ev_held.n_events * ev_held.n_chans if cap is None else min(cap // 4, ev_held.n_events * ev_held.n_chans)
+        n_train, n_held = len(ev_train) * n_chans, len(ev_held) * n_chans
         fixed = fixed_window_tokenset(harmonized, dataset, tp)
         train, held = split_by_subject(fixed, float(pp["heldout_fraction"]), int(pp["seed"]))
-        train = limit_patches(train, n_train, int(pp["seed"]))
+        train = limit_patches(train, max(n_train, train.n_chans), int(pp["seed"]))
         held = limit_patches(held, max(n_held, held.n_chans), int(pp["seed"]))
         train_sets.append(train)
         if held.n_events:

@@ -16,7 +16,7 @@ import numpy as np
 from aemg.errors import AemgError
 from aemg.model.config import preset
 from aemg.model.distributed import current
-from aemg.model.store_io import limit_patches, load_tokenset, split_by_subject
+from aemg.model.store_io import pretraining_sets
 from aemg.model.train import pretrain
 from aemg.store import list_groups
 
@@ -48,16 +48,14 @@ def pretrain_without(
     for dataset in sources:
         if dataset == evaluated or dataset in pp["exclude_datasets"]:
             continue
-        ts = load_tokenset(tokens_store, dataset)
-        if len(ts.tokens) == 0:
+        train, heldout = pretraining_sets(tokens_store, dataset, float(pp["heldout_fraction"]),
+                                          int(pp["max_patches_per_dataset"]), int(pp["seed"]))
+        if train.n_events + heldout.n_events == 0:
             continue
-        train, heldout = split_by_subject(ts, float(pp["heldout_fraction"]), int(pp["seed"]))
-        train = limit_patches(train, int(pp["max_patches_per_dataset"]), int(pp["seed"]))
-        heldout = limit_patches(heldout, int(pp["max_patches_per_dataset"]) // 4, int(pp["seed"]))
         train_sets.append(train)
         if len(heldout.tokens):
             heldout_sets.append(heldout)
-        seen[dataset] = sorted(set(ts.subject.tolist()))
+        seen[dataset] = sorted(set(train.subject.tolist()) | set(heldout.subject.tolist()))
     if not train_sets or not heldout_sets:
         raise AemgError(
             f"{evaluated}: no other dataset to pre-train on (token store has {sources}); "

@@ -26,47 +26,79 @@ def electrode_positions(events: xr.Dataset) -> np.ndarray:
 
 
 def load_tokenset(tokens_store: Path, dataset: str, index: np.ndarray | None = None) -> TokenSet:
-    """Events of one dataset (optionally rows ``index``) as model input."""
+    """Events of one dataset (optionally rows ``index``) as model input.
+
+    With ``index``, only the Zarr chunks holding those rows are read: pre-training picks its
+    rows from the small per-event columns first (:func:`pretraining_sets`), so the token array
+    of a large dataset is never loaded whole.
+    """
     events = open_events(tokens_store, dataset)
-    rows = slice(None) if index is None else index
+    if index is not None:
+        events = events.isel(event=np.asarray(index))
     return TokenSet(
-        tokens=events["token"].values[rows],
+        tokens=events["token"].values,
         positions=electrode_positions(events),
-        sentence=events["sentence"].values[rows],
-        order=events["order"].values[rows],
-        onset=events["time_in_sentence_s"].values[rows],
-        subject=events["subject"].values.astype(object)[rows],
+        sentence=events["sentence"].values,
+        order=events["order"].values,
+        onset=events["time_in_sentence_s"].values,
+        subject=events["subject"].values.astype(object),
         dataset=dataset,
     )
 
 
-def split_by_subject(ts: TokenSet, heldout_fraction: float, seed: int) -> tuple[TokenSet, TokenSet]:
-    """Whole subjects go to the held-out side (AEMG's release split by window, which leaks)."""
-    subjects = np.array(sorted(set(ts.subject.tolist())))
+def split_rows(subject: np.ndarray, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows): whole subjects go to the held-out side (AEMG's release split
+    by window, which leaks)."""
+    subject = np.asarray(subject).astype(object).astype(str)  # Zarr v3 strings are StringDType
+    subjects = np.array(sorted(set(subject.tolist())))
     rng = np.random.default_rng(seed)
     n_held = max(1, round(heldout_fraction * len(subjects))) if len(subjects) > 1 else 0
     held = set(rng.choice(subjects, size=n_held, replace=False).tolist())
-    mask = np.isin(ts.subject, list(held))
-    return subset(ts, ~mask), subset(ts, mask)
+    mask = np.isin(subject, list(held))
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def subset(ts: TokenSet, mask: np.ndarray) -> TokenSet:
-    return TokenSet(
-        tokens=ts.tokens[mask], positions=ts.positions, sentence=ts.sentence[mask], order=ts.order[mask],
-        onset=ts.onset[mask], subject=ts.subject[mask], dataset=ts.dataset,
-    )
-
-
-def limit_patches(ts: TokenSet, max_patches: int, seed: int) -> TokenSet:
-    """Whole sentences, drawn at random, until ``max_patches`` (events x channels) are reached.
+def limit_rows(sentence: np.ndarray, rows: np.ndarray, n_chans: int, max_patches: int, seed: int) -> np.ndarray:
+    """Of ``rows``, whole sentences drawn at random until ``max_patches`` (events x channels).
 
     Bounds pre-training cost per dataset (a 64-channel array would otherwise dominate) while
     keeping sentences intact for masked-token modelling.
     """
-    n_chans = ts.tokens.shape[1]
-    if max_patches <= 0 or len(ts.tokens) * n_chans <= max_patches:
-        return ts
-    sentences, sizes = np.unique(ts.sentence, return_counts=True)
+    if max_patches <= 0 or len(rows) * n_chans <= max_patches:
+        return rows
+    sentences, sizes = np.unique(sentence[rows], return_counts=True)
     order = np.random.default_rng(seed).permutation(len(sentences))
     kept = order[np.cumsum(sizes[order] * n_chans) <= max_patches]
-    return subset(ts, np.isin(ts.sentence, sentences[kept]))
+    return rows[np.isin(sentence[rows], sentences[kept])]
+
+
+def pretraining_rows(tokens_store: Path, dataset: str, heldout_fraction: float, max_patches: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(train rows, held-out rows, n_chans) chosen from the per-event columns alone; the
+    held-out side gets a quarter of the patch budget."""
+    events = open_events(tokens_store, dataset)
+    subject, sentence = events["subject"].values, events["sentence"].values
+    n_chans = events.sizes["channel"]
+    train, held = split_rows(subject, heldout_fraction, seed)
+    return (limit_rows(sentence, train, n_chans, max_patches, seed),
+            limit_rows(sentence, held, n_chans, max_patches // 4, seed), n_chans)
+
+
+def pretraining_sets(tokens_store: Path, dataset: str, heldout_fraction: float, max_patches: int,
+                     seed: int) -> tuple[TokenSet, TokenSet]:
+    """The train and held-out TokenSets of one dataset, reading only their token rows."""
+    train, held, _ = pretraining_rows(tokens_store, dataset, heldout_fraction, max_patches, seed)
+    return load_tokenset(tokens_store, dataset, train), load_tokenset(tokens_store, dataset, held)
+
+
+def split_by_subject(ts: TokenSet, heldout_fraction: float, seed: int) -> tuple[TokenSet, TokenSet]:
+    """:func:`split_rows` on an in-memory TokenSet."""
+    train, held = split_rows(ts.subject, heldout_fraction, seed)
+    return ts.select(train), ts.select(held)
+
+
+def limit_patches(ts: TokenSet, max_patches: int, seed: int) -> TokenSet:
+    """:func:`limit_rows` on an in-memory TokenSet (the same TokenSet when within budget)."""
+    rows = np.arange(ts.n_events)
+    kept = limit_rows(ts.sentence, rows, ts.n_chans, max_patches, seed)
+    return ts if len(kept) == len(rows) else ts.select(kept)
