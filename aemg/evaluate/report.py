@@ -124,8 +124,10 @@ def plot_few_shot(summary: dict[str, Any], out: Path) -> Path | None:
     colors = _colors(sorted({e[1] for e in entries}, key=lambda m: (is_aemg(m), m)))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=True):
+        shown: set[float] = set()
         for _, m, fs in (e for e in entries if e[0] == ds):
             fr = sorted(float(k) for k in fs if float(k) > 0)
+            shown.update(fr)
             acc = [fs[f"{f:g}"]["accuracy_mean"] for f in fr]
             sd = [fs[f"{f:g}"]["accuracy_std"] for f in fr]
             ax.errorbar(fr, acc, yerr=sd, marker="o", ms=3, capsize=2, color=colors[m], label=m,
@@ -133,6 +135,9 @@ def plot_few_shot(summary: dict[str, Any], out: Path) -> Path | None:
             if "0" in fs:
                 ax.axhline(fs["0"]["accuracy_mean"], color=colors[m], linestyle=":", linewidth=0.9)
         ax.set_xscale("log")
+        ticks = sorted(shown)  # label the fractions themselves, not log-scale minor ticks
+        ax.set_xticks(ticks, [f"{100 * f:g} %" for f in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("share of the target subject's trials used (log)")
         ax.set_ylabel("accuracy on its later trials")
         ax.set_ylim(0, 1)
