@@ -302,7 +302,7 @@ class EventTransformerClassifier(TorchClassifier):
         return preset("cpu-small")
 
     def _build(self, X: np.ndarray, n_classes: int) -> nn.Module:
-        from aemg.model.mtm import MaskedTokenModel
+        from aemg.model.mtm import MaskedTokenModel, pool_channels
         from aemg.model.train import load_model
 
         if self.init == "pretrained":
@@ -317,7 +317,7 @@ class EventTransformerClassifier(TorchClassifier):
         if self.trials.tokens.shape[2] != self.cfg_.n_times:
             raise ValueError(f"{self.trials.dataset}: trials have n_times={self.trials.tokens.shape[2]}, "
                              f"model expects {self.cfg_.n_times}")
-        return _EventClassifier(backbone, n_classes, self.trials.n_chans if self.pool == "channels" else None)
+        return _EventClassifier(backbone, n_classes, pool_channels(self.pool, self.trials.n_chans))
 
     def _param_groups(self, module: nn.Module) -> list[dict[str, Any]]:
         scale = self.backbone_lr_scale if self.init == "pretrained" else 1.0

@@ -27,7 +27,7 @@ def resolve_grid(ep: dict[str, Any], grid: str | None = None) -> dict[str, Any]:
         return out
     if name not in grids:
         raise AemgError(f"evaluate.grid: unknown grid {name!r}; valid: {', '.join(grids)} (or null)")
-    unknown = sorted(set(grids[name]) - set(DEFAULTS["evaluate"]) - {"datasets", "methods"})
+    unknown = sorted(set(grids[name]) - set(DEFAULTS["evaluate"]))
     if unknown:
         raise AemgError(f"evaluate.grids.{name}: unknown key(s) {', '.join(unknown)}; a grid overrides evaluate keys")
     return out | dict(grids[name]) | {"grid": name}

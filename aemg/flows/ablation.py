@@ -27,17 +27,17 @@ def fixed_window_task(harmonized: Path, tokens: Path, out_dir: Path, evaluated: 
 
 @flow(name="ablation")
 def ablation_flow(params_path: str | None = None, tokens: str | None = None) -> dict[str, Any]:
-    from aemg.store import list_groups
+    from aemg.model.stage import datasets_to_model
 
     params, paths = resolve(params_path, {"tokens": tokens})
     paths["models_fixedwin"].mkdir(parents=True, exist_ok=True)
     if ABLATION_METHOD not in params["evaluate"]["methods"]:
         return {}
-    sources = list_groups(paths["tokens"])
+    sources, evaluated = datasets_to_model(paths["tokens"], params)
     return {
         ds: fixed_window_task.with_options(name=f"fixed-window-without-{ds}")(
             paths["harmonized"], paths["tokens"], paths["models_fixedwin"] / ds, ds, sources,
             params["tokenize"], params["pretrain"],
         )
-        for ds in params["evaluate"]["datasets"] if ds in sources
+        for ds in evaluated
     }

@@ -100,6 +100,16 @@ class MaskedTokenModel(nn.Module):
         return pool_events(self.encode(batch).float(), batch, n_chans)
 
 
+EMBED_POOLS = ("mean", "channels")
+
+
+def pool_channels(pool: str, n_chans: int) -> int | None:
+    """The ``n_chans`` argument of :func:`pool_events` for a pool name (``evaluate.aemg_pool``)."""
+    if pool not in EMBED_POOLS:
+        raise ValueError(f"pool={pool!r}; valid: {', '.join(EMBED_POOLS)}")
+    return n_chans if pool == "channels" else None
+
+
 def pool_events(h: torch.Tensor, batch: SentenceBatch, n_chans: int | None = None) -> torch.Tensor:
     """Per-event vectors from hidden states h (B, L, width).
 

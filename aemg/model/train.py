@@ -54,7 +54,7 @@ from aemg.model.data import (
     sentence_batches,
 )
 from aemg.model.distributed import World, current
-from aemg.model.mtm import MaskedTokenModel, masked_token_loss, random_mask
+from aemg.model.mtm import MaskedTokenModel, masked_token_loss, pool_channels, random_mask
 from aemg.model.tokenizer import Tokenizer
 from aemg.model.vq import codebook_stats
 
@@ -610,9 +610,6 @@ def load_model(out_dir: str | Path, device: str | None = None) -> tuple[Tokenize
     return vq_model, mtm, cfg
 
 
-EMBED_POOLS = ("mean", "channels")
-
-
 @torch.no_grad()
 def embed_tokens(
     out_dir_or_models: str | Path | MaskedTokenModel | tuple,
@@ -626,8 +623,7 @@ def embed_tokens(
 
     ``out_dir_or_models``: a pretrain out_dir, a ``load_model`` tuple, or a MaskedTokenModel.
     """
-    if pool not in EMBED_POOLS:
-        raise ValueError(f"embed_tokens: pool={pool!r}; valid: {', '.join(EMBED_POOLS)}")
+    channels = pool_channels(pool, tokenset.n_chans)
     if isinstance(out_dir_or_models, (str, Path)):
         _, mtm, cfg = load_model(out_dir_or_models, device)
     elif isinstance(out_dir_or_models, tuple):
@@ -646,12 +642,12 @@ def embed_tokens(
         )
     was_training = mtm.training
     mtm.eval()
-    n_features = cfg.width * (tokenset.n_chans if pool == "channels" else 1)
+    n_features = cfg.width * (channels or 1)
     out = np.zeros((tokenset.n_events, n_features), np.float32)
     for batch in sentence_batches(tokenset, cfg.max_patches, batch_size or max(cfg.batch_size, 4096)):
         tb = batch.to(dev)
         with _autocast(dev):
-            emb = mtm.embed(tb, tokenset.n_chans if pool == "channels" else None).float().cpu().numpy()
+            emb = mtm.embed(tb, channels).float().cpu().numpy()
         idx = batch.event_index
         out[idx[idx >= 0]] = emb[idx >= 0]
     mtm.train(was_training)
