@@ -113,13 +113,35 @@ DEFAULTS: dict[str, Any] = {
         "state_kmeans_samples": 50000,
         "device": None,
         "max_threads": None,
+        "target_adaptation": ["none", "unlabelled"],
+        "inner_cv": {
+            "n_splits": 3,
+            "methods": ["lda", "svm", "state_svm", "aemg_probe", "aemg_probe_fixedwin"],
+            "grids": {
+                "lda": {"lineardiscriminantanalysis__solver": ["lsqr"],
+                        "lineardiscriminantanalysis__shrinkage": [None, "auto"]},
+                "svm": {"svc__C": [0.1, 1.0, 10.0]},
+                "state_svm": {"svc__C": [0.1, 1.0, 10.0]},
+                "aemg_probe": {"logisticregression__C": [0.01, 0.1, 1.0]},
+                "aemg_probe_fixedwin": {"logisticregression__C": [0.01, 0.1, 1.0]},
+                "aemg_finetune": {"lr": [3e-4, 1e-3], "epochs": [5, 10]},
+                "transformer_scratch": {"lr": [3e-4, 1e-3], "epochs": [5, 10]},
+                "cnn": {"lr": [1e-3, 3e-3]},
+            },
+        },
+        "cross_session": {
+            "train_session": "training0",
+            "test_sessions": ["Test0", "Test1"],
+            "methods": ["lda", "svm", "cnn", "aemg_probe", "aemg_finetune"],
+        },
     },
 }
 
 
 # Mappings whose entries users name themselves: an entry is added or replaced whole, and the
-# code that reads it checks it (evaluation grids: aemg.evaluate.settings.resolve_grid).
-OPEN_MAPPING = ".evaluate.grids"
+# code that reads it checks it (evaluation grids: aemg.evaluate.settings.resolve_grid; inner-CV
+# parameter grids: scikit-learn checks their names when the search runs).
+OPEN_MAPPING = (".evaluate.grids", ".evaluate.inner_cv.grids")
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dict[str, Any]:

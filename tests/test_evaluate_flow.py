@@ -22,7 +22,8 @@ def _fake_results(leak: bool):
                     few_shot_methods=["lda"], fractions=[0.2]).to_dict()
     if leak:  # a stage that saw the held-out subject, as a classifier head not reset between folds would
         fold = res["folds"][0]
-        fold["methods"]["svm"]["fitted_subjects"] = sorted([*fold["methods"]["svm"]["fitted_subjects"], fold["test_subject"]])
+        entry = fold["methods"]["svm"]["0"]
+        entry["fitted_subjects"] = sorted([*entry["fitted_subjects"], fold["test_subject"]])
     return res
 
 
@@ -37,7 +38,7 @@ def test_flow_writes_manifests_and_fails_on_leak(workdir, prefect_harness, monke
     params = workdir / "params.yaml"
     params.write_text(yaml.safe_dump({"evaluate": {"datasets": ["synthetic"], "methods": ["lda", "svm"]}}))
     if leak:
-        with pytest.raises(AemgError, match="leak check failed: synthetic: fold S00: svm was fitted on the test subject"):
+        with pytest.raises(AemgError, match=r"leak check failed: synthetic: zero_shot: fold S00: svm \(seed 0\) was fitted on the test subject"):
             evaluate_flow(params_path=str(params))
     else:
         result = evaluate_flow(params_path=str(params))

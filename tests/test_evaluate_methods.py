@@ -8,7 +8,7 @@ import pytest
 from aemg.errors import AemgError
 from aemg.evaluate.estimators import CNNClassifier, EventTransformerClassifier, StateViTClassifier
 from aemg.evaluate.features import hudgins, token_statistics
-from aemg.evaluate.loso import run_folds
+from aemg.evaluate.loso import SCORE_COLUMNS, run_folds
 from aemg.evaluate.methods import METHODS, Method, MethodContext, get_methods
 from aemg.evaluate.run import compute_features
 from aemg.evaluate.synthetic import make_synthetic_trials
@@ -46,7 +46,8 @@ def test_every_subject_is_held_out_once_and_rows_follow_the_contract(trials):
     methods, features = _features(trials, ["lda", "svm"])
     rows = run_folds(trials, methods, features, MethodContext(trials=trials)).rows
     assert sorted(r["subject"] for r in rows if r["method"] == "lda") == trials.subjects
-    assert set(rows[0]) == {"dataset", "subject", "method", "fraction", "accuracy", "balanced_accuracy", "macro_f1", "n_trials"}
+    assert list(rows[0]) == SCORE_COLUMNS
+    assert {r["protocol"] for r in rows} == {"zero_shot"} and {r["seed"] for r in rows} == {0}
     assert sum(r["n_trials"] for r in rows if r["method"] == "lda") == len(trials)
 
 

@@ -33,11 +33,12 @@ def trials():
 
 def test_few_shot_subsets_are_stratified_nested_earliest_and_disjoint_from_test(trials):
     index = np.flatnonzero(trials.subject == "S01")
-    split = few_shot_split(trials.gesture, trials.chrono, trials.sentence, index, FRACTIONS, 0.8, "S01")
+    split = few_shot_split(trials.gesture, trials.chrono, trials.contraction, index, FRACTIONS, 0.8, "S01")
     test = set(split.test.tolist())
     assert test and test <= set(index.tolist())
     assert not test & set(split.pool.tolist())
-    # no contraction (sentence) straddles adaptation and test
+    # no contraction (nor sentence) straddles adaptation and test
+    assert not set(trials.contraction[split.pool]) & set(trials.contraction[split.test])
     assert not set(trials.sentence[split.pool]) & set(trials.sentence[split.test])
     previous: set[int] = set()
     for f in FRACTIONS:
@@ -63,7 +64,21 @@ def test_few_shot_subsets_are_stratified_nested_earliest_and_disjoint_from_test(
 
 def test_few_shot_rejects_fractions_beyond_the_pool(trials):
     with pytest.raises(ValueError, match="pool_fraction"):
-        few_shot_split(trials.gesture, trials.chrono, trials.sentence, np.arange(10), [0.9], 0.8)
+        few_shot_split(trials.gesture, trials.chrono, trials.contraction, np.arange(10), [0.9], 0.8)
+
+
+def test_few_shot_never_splits_a_contraction_that_spans_several_sentences():
+    """One contraction cut into two sentences: the pool/test boundary falls between its sentences
+    (10 trials of one class, cut at 8); splitting by sentence would leave trials 6-7 in the pool."""
+    gesture = np.zeros(10, np.int16)
+    sentence = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    contraction = np.array([0, 0, 1, 1, 2, 2, 3, 3, 3, 3])  # sentences 3 and 4 are one contraction
+    split = few_shot_split(gesture, np.arange(10), contraction, np.arange(10), [0.8], 0.8)
+    assert split.test.tolist() == [8, 9]
+    assert split.pool.tolist() == [0, 1, 2, 3, 4, 5]
+    assert not set(contraction[split.pool]) & set(contraction[split.test])
+    by_sentence = few_shot_split(gesture, np.arange(10), sentence, np.arange(10), [0.8], 0.8)
+    assert {6, 7} <= set(by_sentence.pool.tolist())  # what a sentence-level split leaves in the pool
 
 
 def _run(trials, names, fs=("lda",)):
@@ -85,13 +100,13 @@ def test_few_shot_rows_manifests_and_leak_check(trials):
     check_folds(folds)  # passes
     assert [f["test_subject"] for f in res.folds] == trials.subjects
     for fold in res.folds:
-        fs_fit = fold["few_shot"]["methods"]["lda"]["0.8"]["fitted_subjects"]
+        fs_fit = fold["few_shot"]["methods"]["lda"]["0"]["0.8"]["fitted_subjects"]
         assert fold["test_subject"] in fs_fit  # adaptation data of the target is used ...
-        assert fold["test_subject"] not in fold["methods"]["lda"]["fitted_subjects"]  # ... never in LOSO
+        assert fold["test_subject"] not in fold["methods"]["lda"]["0"]["fitted_subjects"]  # ... never in LOSO
 
     leaked = copy.deepcopy(folds)
-    leaked["synthetic"][1]["methods"]["svm"]["fitted_subjects"].append(leaked["synthetic"][1]["test_subject"])
-    with pytest.raises(AemgError, match="svm was fitted on the test subject"):
+    leaked["synthetic"][1]["methods"]["svm"]["0"]["fitted_subjects"].append(leaked["synthetic"][1]["test_subject"])
+    with pytest.raises(AemgError, match=r"svm \(seed 0\) was fitted on the test subject"):
         check_folds(leaked)
     overlap = copy.deepcopy(folds)
     fs0 = overlap["synthetic"][0]["few_shot"]
@@ -115,7 +130,8 @@ def test_summary_has_mean_std_few_shot_and_wilcoxon(trials, tmp_path):
     assert w["baseline"] in {"lda", "svm"} and 0 <= w["p_value"] <= 1 and w["n_subjects"] == 3
     assert per["aemg_probe"]["best_aemg"] is True
     scores = pd.read_csv(tmp_path / "loso_scores.csv")
-    assert list(scores.columns) == ["dataset", "subject", "method", "fraction", "accuracy", "balanced_accuracy", "macro_f1", "n_trials"]
+    assert list(scores.columns) == ["dataset", "protocol", "subject", "method", "seed", "fraction", "session", "accuracy",
+                                    "balanced_accuracy", "macro_f1", "n_trials"]
     preds = pd.read_csv(tmp_path / "loso_predictions.csv.gz")
     assert len(preds[preds.method == "lda"]) == len(trials)
     assert json.loads((tmp_path / "folds.json").read_text())["synthetic"][0]["test_subject"] == "S00"
@@ -145,7 +161,7 @@ def test_aemg_methods_run_with_the_leak_check_recorded(trials, pretrained):
     assert set(table[table.fraction > 0].method) == {"aemg_probe"}
     for fold in res["folds"]:
         for name in ("aemg_probe", "aemg_finetune"):
-            assert fold["methods"][name]["pretrained"]["leak_check"] == "passed"
+            assert fold["methods"][name]["0"]["pretrained"]["leak_check"] == "passed"
     check_folds({"synthetic": res["folds"]})
 
 
@@ -160,8 +176,8 @@ def test_leak_check_fails_when_the_model_saw_a_test_subject(trials, pretrained, 
         evaluate_trials(trials, ep, leaky)
     # the recorded manifests are checked independently of the per-fold check
     res = evaluate_trials(trials, ep, pretrained)
-    res["folds"][2]["methods"]["aemg_probe"]["pretrained"]["subjects_seen"]["synthetic"] = ["S02"]
-    with pytest.raises(AemgError, match="pre-trained model saw the test subject"):
+    res["folds"][2]["methods"]["aemg_probe"]["0"]["pretrained"]["subjects_seen"]["synthetic"] = ["S02"]
+    with pytest.raises(AemgError, match=r"pre-trained model \(seed 0\) saw the test subject"):
         check_folds({"synthetic": res["folds"]})
 
 

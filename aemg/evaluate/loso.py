@@ -8,12 +8,13 @@ in any fitted stage or an adaptation trial is also a test trial.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,18 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.utils.validation import check_is_fitted
 
 from aemg.errors import AemgError
+from aemg.evaluate.adaptation import FoldInputs, FoldInputSource, GivenInputs
 from aemg.evaluate.methods import Method, MethodContext, is_aemg, is_baseline
 from aemg.evaluate.splits import few_shot_split, loso_folds
 from aemg.evaluate.trials import Trials
 
-SCORE_COLUMNS = ["dataset", "subject", "method", "fraction", "accuracy", "balanced_accuracy", "macro_f1", "n_trials"]
-PREDICTION_COLUMNS = ["dataset", "subject", "method", "fraction", "event_index", "y_true", "y_pred"]
+SCORE_COLUMNS = ["dataset", "protocol", "subject", "method", "seed", "fraction", "session", "accuracy",
+                 "balanced_accuracy", "macro_f1", "n_trials"]
+PREDICTION_COLUMNS = ["dataset", "protocol", "subject", "method", "seed", "fraction", "session", "event_index",
+                      "y_true", "y_pred"]
 
-LeakCheck = Callable[[Method, str], dict[str, Any]]
+LeakCheck = Callable[[Method, str, int], dict[str, Any]]
+Inputs = FoldInputSource | GivenInputs | dict[str, np.ndarray]
 
 
 @dataclass
@@ -46,15 +51,34 @@ class LosoResult:
         return {"rows": self.rows, "predictions": self.predictions, "folds": self.folds,
                 "few_shot_zero": self.few_shot_zero, "seconds": self.seconds}
 
+    def extend(self, other: LosoResult) -> None:
+        for name in ("rows", "predictions", "folds", "few_shot_zero"):
+            getattr(self, name).extend(getattr(other, name))
+        for k, v in other.seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
 
-def scores(dataset: str, subject: str, method: str, fraction: float, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class InnerCV:
+    """Settings chosen per outer fold by leave-subjects-out CV on its training subjects only:
+    ``grids[method]`` is a scikit-learn parameter grid; ``n_splits`` subject groups at most."""
+
+    grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    n_splits: int = 3
+
+
+def scores(dataset: str, subject: str, method: str, fraction: float, y_true: np.ndarray, y_pred: np.ndarray,
+           protocol: str = "zero_shot", seed: int = 0, session: str = "") -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # balanced accuracy warns when y_pred has classes y_true lacks
         return {
             "dataset": dataset,
+            "protocol": protocol,
             "subject": subject,
             "method": method,
+            "seed": int(seed),
             "fraction": float(fraction),
+            "session": session,
             "accuracy": float(accuracy_score(y_true, y_pred)),
             "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
@@ -89,14 +113,78 @@ def _looks_fitted(estimator: Any) -> bool:
     return True
 
 
-def _fit_predict(method: Method, ctx: MethodContext, X: np.ndarray, y: np.ndarray, train: np.ndarray,
-                 test: np.ndarray, guard: _FreshGuard, seconds: dict[str, float]) -> np.ndarray:
-    t0 = time.perf_counter()
-    model = guard(method.name, method.make_estimator(ctx))
-    model.fit(X[train], y[train])
-    pred = np.asarray(model.predict(X[test]))
-    seconds[method.name] = seconds.get(method.name, 0.0) + time.perf_counter() - t0
-    return pred
+class SubjectsSeen:
+    """Which subjects' rows an array handed to ``fit`` holds, found from the rows' bytes alone.
+
+    The fold manifest records this instead of the index array the runner meant to pass, so a
+    slicing bug that feeds the test subject to ``fit`` shows in ``metrics/folds.json``. A row
+    whose bytes occur in several subjects (e.g. an all-zero window) proves nothing and is
+    counted apart, as ``ambiguous_rows``.
+    """
+
+    def __init__(self, features: np.ndarray, subject: np.ndarray):
+        self._owner: dict[bytes, str | None] = {}
+        for key, s in zip(self._keys(features), subject.tolist(), strict=True):
+            self._owner[key] = s if self._owner.get(key, s) == s else None
+
+    @staticmethod
+    def _keys(x: np.ndarray) -> list[bytes]:
+        rows = np.ascontiguousarray(x).reshape(len(x), -1)
+        return [hashlib.blake2b(r.tobytes(), digest_size=12).digest() for r in rows]
+
+    def __call__(self, x: np.ndarray) -> dict[str, Any]:
+        owners = [self._owner.get(k, "<unknown>") for k in self._keys(x)]
+        return {"fitted_subjects": sorted({o for o in owners if o is not None}),
+                "ambiguous_rows": sum(o is None for o in owners)}
+
+
+def _search(estimator: Any, grid: dict[str, list[Any]], groups: np.ndarray, n_splits: int) -> Any:
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+
+    k = min(n_splits, len(np.unique(groups)))
+    if not grid or k < 2:
+        return None
+    return GridSearchCV(estimator, grid, cv=GroupKFold(n_splits=k), scoring="accuracy", refit=True,
+                        error_score="raise", n_jobs=1)
+
+
+class _Fitter:
+    """One method on one fold and seed: fresh estimator, inner-CV selection, recorded fit."""
+
+    def __init__(self, method: Method, ctx: MethodContext, fold: FoldInputs, guard: _FreshGuard,
+                 seconds: dict[str, float], inner_cv: InnerCV | None):
+        self.method, self.ctx, self.fold, self.guard, self.seconds = method, ctx, fold, guard, seconds
+        self.inner_cv = inner_cv
+        self.X = fold.features[method.features]
+        self.seen = SubjectsSeen(self.X, fold.trials.subject)
+        self.selected: dict[str, Any] | None = None
+
+    def fit_predict(self, fit_rows: np.ndarray, test_rows: np.ndarray, select: bool) -> tuple[np.ndarray, dict[str, Any]]:
+        t0 = time.perf_counter()
+        model = self.guard(self.method.name, self.method.make_estimator(self.ctx))
+        y = self.fold.trials.gesture
+        X_fit = self.X[fit_rows]
+        record = self.seen(X_fit)
+        grid = (self.inner_cv.grids.get(self.method.name) if self.inner_cv else None) or {}
+        search = _search(model, grid, self.fold.trials.subject[fit_rows], self.inner_cv.n_splits) if select and grid else None
+        if search is not None:
+            search.fit(X_fit, y[fit_rows], groups=self.fold.trials.subject[fit_rows])
+            self.selected = {k: _plain(v) for k, v in search.best_params_.items()}
+            record["selected"] = self.selected
+            record["inner_cv_accuracy"] = round(float(search.best_score_), 4)
+            model = search
+        else:
+            if self.selected:
+                model.set_params(**self.selected)
+                record["selected"] = self.selected
+            model.fit(X_fit, y[fit_rows])
+        pred = np.asarray(model.predict(self.X[test_rows]))
+        self.seconds[self.method.name] = self.seconds.get(self.method.name, 0.0) + time.perf_counter() - t0
+        return pred, record
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _repeat_for_balance(n_train: int, n_train_subjects: int, n_subset: int, max_repeat: int) -> int:
@@ -108,132 +196,236 @@ def _repeat_for_balance(n_train: int, n_train_subjects: int, n_subset: int, max_
     return int(min(max_repeat, max(1, round(per_subject / n_subset))))
 
 
+def _as_source(trials: Trials, inputs: Inputs) -> FoldInputSource | GivenInputs:
+    return GivenInputs(trials, inputs) if isinstance(inputs, dict) else inputs
+
+
+def _seeds_of(method: Method, seeds: Sequence[int]) -> list[int]:
+    return list(seeds) if method.seeded else list(seeds[:1])
+
+
 def run_folds(
     trials: Trials,
     methods: Sequence[Method],
-    features: dict[str, np.ndarray],
+    inputs: Inputs,
     ctx: MethodContext | None = None,
     *,
     few_shot_methods: Sequence[str] = (),
     fractions: Sequence[float] = (),
     pool_fraction: float = 0.8,
     max_repeat: int = 20,
+    seeds: Sequence[int] = (0,),
+    inner_cv: InnerCV | None = None,
+    model_dirs: Callable[[int], Path | None] | None = None,
     leak_check: LeakCheck | None = None,
     log: Callable[[str], None] | None = None,
     on_fold: Callable[[int], None] | None = None,
 ) -> LosoResult:
     """LOSO of every method (fraction 0) plus few-shot adaptation rows (fraction > 0).
 
+    ``inputs`` gives each fold its scaled trials and features under one protocol
+    (:class:`~aemg.evaluate.adaptation.FoldInputSource`), or is a plain dict of feature arrays
+    used as they are. Seeded methods (torch, K-means, pre-trained) run once per seed in
+    ``seeds`` with the pre-trained model ``model_dirs(seed)``; the others once. With ``inner_cv``,
+    a method's settings are chosen per fold by leave-subjects-out CV on the training subjects
+    (the runner hands the search their subject ids), and few-shot fits reuse that choice.
+
     Few-shot: for each target subject, :func:`~aemg.evaluate.splits.few_shot_split` gives a fixed
     test set and nested class-stratified adaptation subsets from the earliest trials; the subset
     (repeated to weigh like one training subject, see ``max_repeat``) is added to the other
     subjects' trials and a fresh estimator is fitted. ``pool_fraction`` is always evaluated too:
-    it is the "full data" reference of the few-shot table. ``on_fold(fold_no)`` runs before
-    each fold (the caller re-chooses its thread count there).
+    it is the "full data" reference of the few-shot table.
     """
     ctx = ctx or MethodContext(trials=trials)
-    ctx.trials = trials if ctx.trials is None else ctx.trials
+    source = _as_source(trials, inputs)
+    protocol = source.protocol
     guard = _FreshGuard()
     result = LosoResult()
     y = trials.gesture
-    fs_methods = [m for m in methods if m.name in set(few_shot_methods)]
+    fs_methods = {m.name for m in methods if m.name in set(few_shot_methods)}
     fracs = sorted({float(f) for f in fractions} | ({float(pool_fraction)} if fs_methods and fractions else set()))
     for fold_no, (subject, train, test) in enumerate(loso_folds(trials.subject)):
         if on_fold:
             on_fold(fold_no)
         train_subjects = sorted(set(trials.subject[train].tolist()))
         fold: dict[str, Any] = {
-            "fold": fold_no, "test_subject": subject, "train_subjects": train_subjects,
+            "fold": fold_no, "protocol": protocol, "test_subject": subject, "train_subjects": train_subjects,
             "n_train_trials": len(train), "n_test_trials": len(test), "methods": {},
         }
-        loso_pred: dict[str, np.ndarray] = {}
-        for method in methods:
-            entry: dict[str, Any] = {"fitted_subjects": train_subjects}
-            if method.pretrained:
-                if leak_check is None:
-                    raise AemgError(f"{trials.dataset}: method {method.name!r} uses a pre-trained model but no leak check was given")
-                entry["pretrained"] = leak_check(method, subject)
-            pred = _fit_predict(method, ctx, features[method.features], y, train, test, guard, result.seconds)
-            entry["fitted_subjects"] = sorted(set(trials.subject[train].tolist()))  # what fit() really got
-            loso_pred[method.name] = pred
-            result.rows.append(scores(trials.dataset, subject, method.name, 0.0, y[test], pred))
-            result.predictions.extend(
-                {"dataset": trials.dataset, "subject": subject, "method": method.name, "fraction": 0.0,
-                 "event_index": int(e), "y_true": int(t), "y_pred": int(p)}
-                for e, t, p in zip(trials.event_index[test], y[test], pred, strict=True)
-            )
-            fold["methods"][method.name] = entry
+        split = None
         if fs_methods and fracs:
-            split = few_shot_split(y, trials.chrono, trials.sentence, test, fracs, pool_fraction, subject)
+            split = few_shot_split(y, trials.chrono, trials.contraction, test, fracs, pool_fraction, subject)
             if len(split.test) == 0:
                 raise AemgError(f"{trials.dataset}: subject {subject} has too few trials for a few-shot test set")
-            pos = np.searchsorted(test, split.test)  # test is sorted (LeaveOneGroupOut)
-            fs_entry: dict[str, Any] = {
-                "test_trials": trials.event_index[split.test].tolist(),
-                "pool_size": len(split.pool),
+            fold["few_shot"] = {
+                "test_trials": trials.event_index[split.test].tolist(), "pool_size": len(split.pool),
                 "adaptation_trials": {str(f): trials.event_index[idx].tolist() for f, idx in split.subsets.items()},
                 "methods": {},
             }
-            for method in fs_methods:
-                zero = scores(trials.dataset, subject, method.name, 0.0, y[split.test], loso_pred[method.name][pos])
-                result.few_shot_zero.append(zero)
-                for f, subset in split.subsets.items():
-                    r = _repeat_for_balance(len(train), len(train_subjects), len(subset), max_repeat)
-                    fit_idx = np.concatenate([train, np.tile(subset, r)])
-                    if method.pretrained:
-                        leak_check(method, subject)  # type: ignore[misc]
-                    pred = _fit_predict(method, ctx, features[method.features], y, fit_idx, split.test, guard, result.seconds)
-                    result.rows.append(scores(trials.dataset, subject, method.name, f, y[split.test], pred))
-                    fs_entry["methods"].setdefault(method.name, {})[str(f)] = {
-                        "fitted_subjects": sorted(set(trials.subject[fit_idx].tolist())),
-                        "adaptation_repeat": r,
-                    }
-            fold["few_shot"] = fs_entry
+        for method in methods:
+            for seed in _seeds_of(method, seeds):
+                inputs_f = source.for_fold(train_subjects, subject, seed)
+                fold.setdefault("statistics", inputs_f.statistics)
+                model_dir = model_dirs(seed) if model_dirs else ctx.model_dir
+                fit_ctx = replace(ctx, seed=seed, trials=inputs_f.trials, model_dir=model_dir)
+                entry: dict[str, Any] = {}
+                if method.pretrained:
+                    if leak_check is None:
+                        raise AemgError(f"{trials.dataset}: method {method.name!r} uses a pre-trained model but no leak check was given")
+                    entry["pretrained"] = leak_check(method, subject, seed)
+                fitter = _Fitter(method, fit_ctx, inputs_f, guard, result.seconds, inner_cv)
+                pred, record = fitter.fit_predict(train, test, select=True)
+                entry.update(record)
+                fold["methods"].setdefault(method.name, {})[str(seed)] = entry
+                result.rows.append(scores(trials.dataset, subject, method.name, 0.0, y[test], pred, protocol, seed))
+                result.predictions.extend(
+                    {"dataset": trials.dataset, "protocol": protocol, "subject": subject, "method": method.name,
+                     "seed": seed, "fraction": 0.0, "session": "", "event_index": int(e), "y_true": int(t), "y_pred": int(p)}
+                    for e, t, p in zip(trials.event_index[test], y[test], pred, strict=True)
+                )
+                if split is not None and method.name in fs_methods:
+                    _few_shot(trials, method, fitter, split, train, test, pred, len(train_subjects), max_repeat,
+                              protocol, seed, fold["few_shot"], result, leak_check)
         result.folds.append(fold)
         if log:
-            accs = ", ".join(f"{r['method']}={r['accuracy']:.3f}" for r in result.rows if r["subject"] == subject and r["fraction"] == 0)
-            log(f"{trials.dataset}: fold {fold_no + 1} (test {subject}): {accs}")
+            accs = ", ".join(f"{r['method']}={r['accuracy']:.3f}" for r in result.rows
+                             if r["subject"] == subject and r["fraction"] == 0 and r["seed"] == seeds[0])
+            log(f"{trials.dataset}: {protocol}: fold {fold_no + 1} (test {subject}): {accs}")
+    return result
+
+
+def _few_shot(trials: Trials, method: Method, fitter: _Fitter, split: Any, train: np.ndarray, test: np.ndarray,
+              loso_pred: np.ndarray, n_train_subjects: int, max_repeat: int, protocol: str, seed: int,
+              fs_entry: dict[str, Any], result: LosoResult, leak_check: LeakCheck | None) -> None:
+    """Few-shot rows of one method, fold and seed (the settings chosen for the LOSO fit are kept)."""
+    y = trials.gesture
+    subject = split.subject
+    pos = np.searchsorted(test, split.test)  # test is sorted (LeaveOneGroupOut)
+    result.few_shot_zero.append(scores(trials.dataset, subject, method.name, 0.0, y[split.test], loso_pred[pos], "few_shot", seed))
+    for f, subset in split.subsets.items():
+        r = _repeat_for_balance(len(train), n_train_subjects, len(subset), max_repeat)
+        fit_idx = np.concatenate([train, np.tile(subset, r)])
+        if method.pretrained and leak_check is not None:
+            leak_check(method, subject, seed)
+        pred, record = fitter.fit_predict(fit_idx, split.test, select=False)
+        result.rows.append(scores(trials.dataset, subject, method.name, f, y[split.test], pred, "few_shot", seed))
+        fs_entry["methods"].setdefault(method.name, {}).setdefault(str(seed), {})[str(f)] = record | {"adaptation_repeat": r}
+
+
+def run_cross_session(
+    trials: Trials,
+    methods: Sequence[Method],
+    source: FoldInputSource,
+    ctx: MethodContext,
+    *,
+    train_session: str,
+    test_sessions: Sequence[str],
+    seeds: Sequence[int] = (0,),
+    model_dirs: Callable[[int], Path | None] | None = None,
+    leak_check: LeakCheck | None = None,
+    log: Callable[[str], None] | None = None,
+) -> LosoResult:
+    """Within-subject, across sessions: fit on a subject's ``train_session`` trials, score each of
+    its ``test_sessions`` (the Myo evaluation part's training0 -> Test0, Test1). Subjects without
+    the training session or any test session are skipped. No inner CV (one subject is one group):
+    every method keeps its defaults."""
+    guard = _FreshGuard()
+    result = LosoResult()
+    y = trials.gesture
+    for subject in trials.subjects:
+        mine = trials.subject == subject
+        train = np.flatnonzero(mine & (trials.session == train_session))
+        tests = {s: np.flatnonzero(mine & (trials.session == s)) for s in test_sessions}
+        tests = {s: rows for s, rows in tests.items() if len(rows)}
+        if not len(train) or not tests or len(np.unique(y[train])) < 2:
+            continue
+        fold: dict[str, Any] = {"protocol": "cross_session", "test_subject": subject, "train_subjects": [subject],
+                                "train_session": train_session, "test_sessions": sorted(tests), "methods": {}}
+        for method in methods:
+            for seed in _seeds_of(method, seeds):
+                inputs_f = source.for_fold([subject], subject, seed)
+                fold.setdefault("statistics", inputs_f.statistics)
+                model_dir = model_dirs(seed) if model_dirs else ctx.model_dir
+                fit_ctx = replace(ctx, seed=seed, trials=inputs_f.trials, model_dir=model_dir)
+                entry: dict[str, Any] = {}
+                if method.pretrained:
+                    if leak_check is None:
+                        raise AemgError(f"{trials.dataset}: method {method.name!r} uses a pre-trained model but no leak check was given")
+                    entry["pretrained"] = leak_check(method, subject, seed)
+                fitter = _Fitter(method, fit_ctx, inputs_f, guard, result.seconds, None)
+                test_rows = np.concatenate(list(tests.values()))
+                pred, record = fitter.fit_predict(train, test_rows, select=False)
+                entry.update(record)
+                fold["methods"].setdefault(method.name, {})[str(seed)] = entry
+                at = 0
+                for session, rows in tests.items():
+                    p = pred[at:at + len(rows)]
+                    at += len(rows)
+                    result.rows.append(scores(trials.dataset, subject, method.name, 0.0, y[rows], p, "cross_session", seed, session))
+        result.folds.append(fold)
+        if log:
+            log(f"{trials.dataset}: cross_session: {subject} done")
     return result
 
 
 def run_loso(trials: Trials, methods: list[Method], features: dict[str, np.ndarray], seed: int = 0) -> list[dict[str, Any]]:
     """Zero-shot LOSO rows only (no pre-trained methods: those need :func:`run_folds`'s leak check)."""
-    return run_folds(trials, methods, features, MethodContext(seed=seed, trials=trials)).rows
+    return run_folds(trials, methods, features, MethodContext(seed=seed, trials=trials), seeds=(seed,)).rows
 
 
 # --------------------------------------------------------------------------- leak check
 def check_folds(folds: dict[str, list[dict[str, Any]]]) -> None:
-    """Fail if any test subject was seen by any fitted stage of its fold, or if an adaptation
-    trial is also a test trial. ``folds``: dataset -> fold manifests from :func:`run_folds`."""
+    """Fail if any test subject was seen by any fitted stage of its fold (an estimator, a
+    pre-trained model, or a scaling statistic under strict zero-shot), or if an adaptation trial
+    is also a test trial. ``folds``: dataset -> fold manifests from :func:`run_folds` (and
+    :func:`run_cross_session`, whose folds must test other sessions than they fit)."""
     problems = []
     for dataset, manifests in folds.items():
-        held_out = [m["test_subject"] for m in manifests]
-        if len(held_out) != len(set(held_out)):
-            problems.append(f"{dataset}: a subject is held out more than once")
+        by_protocol: dict[str, list[str]] = {}
         for m in manifests:
-            s = m["test_subject"]
-            if s in m["train_subjects"]:
-                problems.append(f"{dataset}: fold {s}: test subject in the training subjects")
-            for name, entry in m["methods"].items():
-                if s in entry["fitted_subjects"]:
-                    problems.append(f"{dataset}: fold {s}: {name} was fitted on the test subject")
-                seen = entry.get("pretrained", {}).get("subjects_seen", {})
-                if s in seen.get(dataset, []):
-                    problems.append(f"{dataset}: fold {s}: {name}'s pre-trained model saw the test subject")
-            fs = m.get("few_shot")
-            if fs:
-                test = set(fs["test_trials"])
-                for frac, trials in fs["adaptation_trials"].items():
-                    overlap = test & set(trials)
-                    if overlap:
-                        problems.append(f"{dataset}: fold {s}: few-shot {frac}: {len(overlap)} adaptation trial(s) are test trials")
-                for name, per in fs["methods"].items():
-                    for frac, entry in per.items():
-                        extra = set(entry["fitted_subjects"]) - set(m["train_subjects"]) - {s}
-                        if extra:
-                            problems.append(f"{dataset}: fold {s}: {name} few-shot {frac} fitted on unexpected subjects {sorted(extra)}")
+            by_protocol.setdefault(m.get("protocol", "zero_shot"), []).append(m["test_subject"])
+        for protocol, held_out in by_protocol.items():
+            if len(held_out) != len(set(held_out)):
+                problems.append(f"{dataset}: {protocol}: a subject is held out more than once")
+        for m in manifests:
+            problems += _fold_problems(dataset, m)
     if problems:
         raise AemgError("leak check failed: " + "; ".join(problems[:10]) + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""))
+
+
+def _fold_problems(dataset: str, m: dict[str, Any]) -> list[str]:
+    s, protocol = m["test_subject"], m.get("protocol", "zero_shot")
+    where = f"{dataset}: {protocol}: fold {s}"
+    if protocol == "cross_session":
+        if m["train_session"] in m["test_sessions"]:
+            return [f"{where}: the training session {m['train_session']} is also tested"]
+        return []
+    problems = []
+    if s in m["train_subjects"]:
+        problems.append(f"{where}: test subject in the training subjects")
+    if protocol == "zero_shot" and s in m.get("statistics", {}).get("scale_subjects", []):
+        problems.append(f"{where}: the scaling statistic was computed from the test subject")
+    for name, per_seed in m["methods"].items():
+        for seed, entry in per_seed.items():
+            if s in entry["fitted_subjects"]:
+                problems.append(f"{where}: {name} (seed {seed}) was fitted on the test subject")
+            seen = entry.get("pretrained", {}).get("subjects_seen", {})
+            if s in seen.get(dataset, []):
+                problems.append(f"{where}: {name}'s pre-trained model (seed {seed}) saw the test subject")
+    fs = m.get("few_shot")
+    if fs:
+        test = set(fs["test_trials"])
+        for frac, trials in fs["adaptation_trials"].items():
+            overlap = test & set(trials)
+            if overlap:
+                problems.append(f"{where}: few-shot {frac}: {len(overlap)} adaptation trial(s) are test trials")
+        for name, per_seed in fs["methods"].items():
+            for seed, per in per_seed.items():
+                for frac, entry in per.items():
+                    extra = set(entry["fitted_subjects"]) - set(m["train_subjects"]) - {s}
+                    if extra:
+                        problems.append(f"{where}: {name} (seed {seed}) few-shot {frac} fitted on unexpected subjects {sorted(extra)}")
+    return problems
 
 
 # --------------------------------------------------------------------------- summaries
@@ -248,51 +440,87 @@ def _wilcoxon(a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
     return out | {"statistic": float(res.statistic), "p_value": round(float(res.pvalue), 6)}
 
 
+def _stats(group: pd.DataFrame) -> dict[str, Any]:
+    """Accuracy of one (dataset, method, protocol): mean over subjects per seed, then mean and sd
+    over seeds (``accuracy_seed_sd``: the run-to-run noise a difference is judged against);
+    ``accuracy_std`` is the spread over subjects of their seed-averaged accuracy."""
+    per_seed = group.groupby("seed").accuracy.mean()
+    per_subject = group.groupby("subject")[["accuracy", "balanced_accuracy", "macro_f1"]].mean()
+    return {
+        "accuracy_mean": round(float(per_seed.mean()), 4),
+        "accuracy_std": round(float(per_subject.accuracy.std(ddof=0)), 4),
+        "accuracy_seed_sd": round(float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0, 4),
+        "n_seeds": len(per_seed),
+        "balanced_accuracy_mean": round(float(per_subject.balanced_accuracy.mean()), 4),
+        "macro_f1_mean": round(float(per_subject.macro_f1.mean()), 4),
+        "n_subjects": int(group.subject.nunique()),
+    }
+
+
+def _per_subject(rows: pd.DataFrame, method: str) -> pd.Series:
+    return rows[rows.method == method].groupby("subject").accuracy.mean()
+
+
+def _compare_to_best_baseline(rows: pd.DataFrame, per: dict[str, dict[str, Any]]) -> None:
+    """Paired Wilcoxon (over subjects, seed-averaged) of every AEMG method against the best baseline."""
+    base = {m: v["accuracy_mean"] for m, v in per.items() if is_baseline(m)}
+    aemg = {m: v["accuracy_mean"] for m, v in per.items() if is_aemg(m)}
+    if not base or not aemg:
+        return
+    best_base = max(base, key=base.get)
+    best_aemg = max(aemg, key=aemg.get)
+    b = _per_subject(rows, best_base)
+    for m in aemg:
+        a = _per_subject(rows, m)
+        common = a.index.intersection(b.index)
+        per[m]["wilcoxon_vs_best_baseline"] = {"baseline": best_base, **_wilcoxon(a[common].to_numpy(), b[common].to_numpy())}
+        per[m]["best_aemg"] = m == best_aemg
+
+
 def summarize(scores: pd.DataFrame, few_shot_zero: pd.DataFrame | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per dataset and method: LOSO mean ± std over held-out subjects, the few-shot table, and
-    for AEMG methods a paired Wilcoxon (over subjects) against the best baseline.
+    """Per dataset and method: strict zero-shot LOSO (the top-level numbers), the unlabelled-target
+    protocol (``unlabelled_target``), the few-shot table (``few_shot``) and cross-session scores
+    (``cross_session``), each a mean ± sd over held-out subjects and over seeds, and for AEMG
+    methods a paired Wilcoxon (over subjects) against the best baseline *of the same protocol*.
 
     Few-shot entries are keyed by fraction: mean ± std accuracy on the subjects' few-shot test
     sets and ``relative_mean`` = mean over subjects of accuracy / accuracy with the whole
     adaptation pool (the largest fraction, the "full data" reference); "0" is the LOSO model on
     the same test set.
     """
+    scores = _with_defaults(scores)
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    loso = scores[scores.fraction == 0]
-    for (dataset, method), group in loso.groupby(["dataset", "method"]):
-        out.setdefault(dataset, {})[method] = {
-            "accuracy_mean": round(float(group.accuracy.mean()), 4),
-            "accuracy_std": round(float(group.accuracy.std(ddof=0)), 4),
-            "balanced_accuracy_mean": round(float(group.balanced_accuracy.mean()), 4),
-            "macro_f1_mean": round(float(group.macro_f1.mean()), 4),
-            "n_subjects": int(group.subject.nunique()),
-        }
-    fs = scores[scores.fraction > 0]
+    for protocol in ("zero_shot", "unlabelled_target"):
+        rows = scores[(scores.protocol == protocol) & (scores.fraction == 0)]
+        for dataset, ds_rows in rows.groupby("dataset"):
+            per = {m: _stats(g) for m, g in ds_rows.groupby("method")}
+            _compare_to_best_baseline(ds_rows, per)
+            for m, v in per.items():
+                slot = out.setdefault(dataset, {}).setdefault(m, {})
+                (slot.update(v) if protocol == "zero_shot" else slot.__setitem__(protocol, v))
+    fs = scores[scores.protocol == "few_shot"]
+    zero = None if few_shot_zero is None or not len(few_shot_zero) else _with_defaults(few_shot_zero)
     for (dataset, method), group in fs.groupby(["dataset", "method"]):
-        full_frac = group.fraction.max()
-        full = group[group.fraction == full_frac].set_index("subject").accuracy
+        full = group[group.fraction == group.fraction.max()].groupby("subject").accuracy.mean()
         table: dict[str, Any] = {}
-        if few_shot_zero is not None and len(few_shot_zero):
-            z = few_shot_zero[(few_shot_zero.dataset == dataset) & (few_shot_zero.method == method)]
+        if zero is not None:
+            z = zero[(zero.dataset == dataset) & (zero.method == method)]
             if len(z):
-                table["0"] = _fs_cell(z.set_index("subject").accuracy, full)
+                table["0"] = _fs_cell(z.groupby("subject").accuracy.mean(), full)
         for frac, g in group.groupby("fraction"):
-            table[f"{frac:g}"] = _fs_cell(g.set_index("subject").accuracy, full)
+            table[f"{frac:g}"] = _fs_cell(g.groupby("subject").accuracy.mean(), full)
         out.setdefault(dataset, {}).setdefault(method, {})["few_shot"] = table
-    for dataset, per in out.items():
-        base = {m: v["accuracy_mean"] for m, v in per.items() if is_baseline(m) and "accuracy_mean" in v}
-        aemg = {m: v["accuracy_mean"] for m, v in per.items() if is_aemg(m) and "accuracy_mean" in v}
-        if not base or not aemg:
-            continue
-        best_base = max(base, key=base.get)
-        best_aemg = max(aemg, key=aemg.get)
-        b = loso[(loso.dataset == dataset) & (loso.method == best_base)].set_index("subject").accuracy
-        for m in aemg:
-            a = loso[(loso.dataset == dataset) & (loso.method == m)].set_index("subject").accuracy
-            common = a.index.intersection(b.index)
-            per[m]["wilcoxon_vs_best_baseline"] = {"baseline": best_base, **_wilcoxon(a[common].to_numpy(), b[common].to_numpy())}
-            per[m]["best_aemg"] = m == best_aemg
+    cs = scores[scores.protocol == "cross_session"]
+    for (dataset, method), group in cs.groupby(["dataset", "method"]):
+        out.setdefault(dataset, {}).setdefault(method, {})["cross_session"] = {
+            session: _stats(g) for session, g in group.groupby("session")}
     return out
+
+
+def _with_defaults(scores: pd.DataFrame) -> pd.DataFrame:
+    """Rows written before protocols and seeds existed read as strict zero-shot, seed 0."""
+    defaults = {"protocol": "zero_shot", "seed": 0, "session": ""}
+    return scores.assign(**{k: v for k, v in defaults.items() if k not in scores})
 
 
 def _fs_cell(acc: pd.Series, full: pd.Series) -> dict[str, float]:

@@ -54,6 +54,7 @@ class Method:
     make_estimator: Callable[[MethodContext], Any]
     pretrained: bool = False  # uses the pre-trained model: the leak check must run
     description: str = ""
+    seeded: bool = True  # its result depends on a seed (initialisation, K-means, pre-trained model): run per seed
 
 
 def _ctx(ctx: MethodContext | int) -> MethodContext:
@@ -110,8 +111,8 @@ def _probe(ctx: MethodContext) -> Any:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
-        Method("lda", "hudgins", _lda, description="LDA on Hudgins time-domain features"),
-        Method("svm", "hudgins", _svm, description="RBF SVM on Hudgins time-domain features"),
+        Method("lda", "hudgins", _lda, description="LDA on Hudgins time-domain features", seeded=False),
+        Method("svm", "hudgins", _svm, description="RBF SVM on Hudgins time-domain features", seeded=False),
         Method("cnn", "tokens", _cnn, description="1-D CNN on the raw trial windows"),
         Method("state_svm", "state_windows", _state_svm,
                description="muscle-state tokens (K-means per fold) + SVM on token statistics"),

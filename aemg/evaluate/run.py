@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aemg.errors import AemgError
+from aemg.evaluate.adaptation import TARGET_ADAPTATION, FoldInputSource
 from aemg.evaluate.features import hudgins, state_window_samples, trial_window_features
-from aemg.evaluate.loso import run_folds
+from aemg.evaluate.loso import InnerCV, LosoResult, run_cross_session, run_folds
 from aemg.evaluate.methods import Method, MethodContext, get_methods
 from aemg.evaluate.settings import ep_get
 from aemg.evaluate.trials import Trials, load_trials
@@ -19,11 +20,11 @@ from aemg.evaluate.trials import Trials, load_trials
 
 def compute_features(trials: Trials, needed: set[str], ep: dict[str, Any], model_dir: Path | None,
                      fixedwin_dir: Path | None = None) -> dict[str, np.ndarray]:
-    """Every feature array the methods read; none is fitted on labels or on other subjects.
+    """Every feature array the methods read from ``trials`` (already scaled for the fold); none
+    is fitted on labels or on other subjects.
 
-    The AEMG embeddings come from a model pre-trained without this dataset; the caller must run
-    the leak check before using them (``evaluate_dataset`` does, once for all subjects and again
-    in every fold).
+    The AEMG embeddings come from a model pre-trained without this dataset; the leak check runs
+    here for all subjects and again in every fold.
     """
     features: dict[str, np.ndarray] = {}
     if "hudgins" in needed:
@@ -56,17 +57,23 @@ def compute_features(trials: Trials, needed: set[str], ep: dict[str, Any], model
     return features
 
 
-def _model_dir_of(method: Method, model_dir: Path | None, fixedwin_dir: Path | None) -> Path | None:
-    return fixedwin_dir if method.features.endswith("fixedwin") else model_dir
+ModelDirs = Callable[[int], Path | None]
 
 
-def make_leak_check(dataset: str, model_dir: Path | None, fixedwin_dir: Path | None = None) -> Callable[[Method, str], dict[str, Any]]:
-    """Per fold and pre-trained method: ``check_no_leak`` on the model it uses; returns what the
-    model's manifest says it saw (recorded in the fold manifest)."""
+def _dirs(d: Path | ModelDirs | None) -> ModelDirs:
+    """A model directory per pre-training seed; a plain path serves every seed."""
+    return d if callable(d) else (lambda seed: None if d is None else Path(d))
+
+
+def make_leak_check(dataset: str, model_dirs: ModelDirs, fixedwin_dirs: ModelDirs | None = None
+                    ) -> Callable[[Method, str, int], dict[str, Any]]:
+    """Per fold, seed and pre-trained method: ``check_no_leak`` on the model it uses; returns what
+    the model's manifest says it saw (recorded in the fold manifest)."""
     from aemg.model.stage import check_no_leak
 
-    def check(method: Method, test_subject: str) -> dict[str, Any]:
-        directory = _model_dir_of(method, model_dir, fixedwin_dir)
+    def check(method: Method, test_subject: str, seed: int) -> dict[str, Any]:
+        dirs = fixedwin_dirs if method.features.endswith("fixedwin") and fixedwin_dirs else model_dirs
+        directory = dirs(seed)
         if directory is None or not (Path(directory) / "manifest.json").exists():
             raise AemgError(f"{dataset}: {method.name}: no manifest.json in {directory}; cannot prove the model is leak-free")
         check_no_leak(Path(directory), dataset, [test_subject])
@@ -76,33 +83,70 @@ def make_leak_check(dataset: str, model_dir: Path | None, fixedwin_dir: Path | N
     return check
 
 
-def evaluate_trials(trials: Trials, ep: dict[str, Any], model_dir: Path | None = None,
-                    fixedwin_dir: Path | None = None, log: Callable[[str], None] | None = None,
-                    on_fold: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """LOSO (+ few-shot) of ``ep['methods']`` on ready trials; see :func:`run_folds`."""
+def inner_cv_of(ep: dict[str, Any]) -> InnerCV | None:
+    """``evaluate.inner_cv`` as an :class:`InnerCV` (None when it names no method)."""
+    cfg = ep_get(ep, "inner_cv") or {}
+    grids = {m: dict(g) for m, g in (cfg.get("grids") or {}).items() if m in set(cfg.get("methods") or [])}
+    return InnerCV(grids=grids, n_splits=int(cfg.get("n_splits", 3))) if grids else None
+
+
+def protocols_of(ep: dict[str, Any]) -> list[str]:
+    """The LOSO protocols ``evaluate.target_adaptation`` asks for (strict zero-shot first)."""
+    wanted = ep_get(ep, "target_adaptation")
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+    unknown = [w for w in wanted if w not in TARGET_ADAPTATION]
+    if unknown or not wanted:
+        raise AemgError(f"evaluate.target_adaptation: {unknown or wanted}; valid: {', '.join(TARGET_ADAPTATION)}")
+    return [TARGET_ADAPTATION[w] for w in TARGET_ADAPTATION if w in wanted]
+
+
+def evaluate_trials(trials: Trials, ep: dict[str, Any], model_dir: Path | ModelDirs | None = None,
+                    fixedwin_dir: Path | ModelDirs | None = None, log: Callable[[str], None] | None = None,
+                    on_fold: Callable[[int], None] | None = None, seeds: Sequence[int] = (0,)) -> dict[str, Any]:
+    """LOSO of ``ep['methods']`` on raw trials under every protocol of ``evaluate.target_adaptation``
+    (few-shot rows under strict zero-shot only), and the cross-session protocol where the trials
+    have its sessions; see :func:`run_folds` and :func:`run_cross_session`."""
     if len(trials.subjects) < int(ep.get("min_subjects", 3)):
         raise AemgError(f"{trials.dataset}: LOSO needs at least {ep.get('min_subjects', 3)} subjects with labelled events, found {trials.subjects}")
     methods = get_methods(list(ep["methods"]))
+    model_dirs, fixedwin_dirs = _dirs(model_dir), _dirs(fixedwin_dir)
+    needed = {m.features for m in methods}
+
+    def compute(scaled: Trials, keys: set[str], seed: int) -> dict[str, np.ndarray]:
+        return compute_features(scaled, keys, ep, model_dirs(seed), fixedwin_dirs(seed))
+
+    ctx = MethodContext(seed=int(seeds[0]), ep=ep, trials=trials, model_dir=model_dirs(int(seeds[0])))
+    leak_check = make_leak_check(trials.dataset, model_dirs, fixedwin_dirs)
     few_shot = [m for m in ep_get(ep, "few_shot_methods") if m in {x.name for x in methods}]
-    features = compute_features(trials, {m.features for m in methods}, ep, model_dir, fixedwin_dir)
-    ctx = MethodContext(seed=int(ep.get("seed", 0)), ep=ep, trials=trials, model_dir=model_dir)
-    result = run_folds(
-        trials, methods, features, ctx,
-        few_shot_methods=few_shot,
-        fractions=[float(f) for f in ep_get(ep, "few_shot_fractions")],
-        pool_fraction=float(ep_get(ep, "few_shot_pool")),
-        max_repeat=int(ep_get(ep, "few_shot_max_repeat")),
-        leak_check=make_leak_check(trials.dataset, model_dir, fixedwin_dir),
-        log=log,
-        on_fold=on_fold,
-    )
+    result = LosoResult()
+    for protocol in protocols_of(ep):
+        source = FoldInputSource(trials, compute, needed, protocol)
+        result.extend(run_folds(
+            trials, methods, source, ctx,
+            few_shot_methods=few_shot if protocol == "zero_shot" else (),
+            fractions=[float(f) for f in ep_get(ep, "few_shot_fractions")],
+            pool_fraction=float(ep_get(ep, "few_shot_pool")),
+            max_repeat=int(ep_get(ep, "few_shot_max_repeat")),
+            seeds=seeds, inner_cv=inner_cv_of(ep), model_dirs=model_dirs, leak_check=leak_check,
+            log=log, on_fold=on_fold,
+        ))
+    cs = ep_get(ep, "cross_session") or {}
+    train_session, test_sessions = cs.get("train_session"), list(cs.get("test_sessions") or [])
+    if train_session and (trials.session == train_session).any() and np.isin(trials.session, test_sessions).any():
+        cs_methods = get_methods([m for m in cs.get("methods") or [] if m in {x.name for x in methods}])
+        source = FoldInputSource(trials, compute, {m.features for m in cs_methods}, "cross_session", train_session)
+        result.extend(run_cross_session(
+            trials, cs_methods, source, ctx, train_session=train_session, test_sessions=test_sessions, seeds=seeds,
+            model_dirs=model_dirs, leak_check=leak_check, log=log,
+        ))
     return result.to_dict()
 
 
-def evaluate_dataset(tokens: Path, model_dir: Path, dataset: str, ep: dict[str, Any], harmonized: Path | None = None,
-                     log: Callable[[str], None] | None = None, fixedwin_dir: Path | None = None) -> dict[str, Any]:
-    """Trials of ``dataset`` from the token store, evaluated with the model in ``model_dir``
-    (and, for the fixed-window ablation, the one in ``fixedwin_dir``)."""
+def evaluate_dataset(tokens: Path, model_dir: Path | ModelDirs, dataset: str, ep: dict[str, Any],
+                     harmonized: Path | None = None, log: Callable[[str], None] | None = None,
+                     fixedwin_dir: Path | ModelDirs | None = None, seeds: Sequence[int] = (0,)) -> dict[str, Any]:
+    """Trials of ``dataset`` from the token store, evaluated with the model of each seed in
+    ``model_dir`` (and, for the fixed-window ablation, those in ``fixedwin_dir``)."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -130,7 +174,7 @@ def evaluate_dataset(tokens: Path, model_dir: Path, dataset: str, ep: dict[str, 
         trials = load_trials(tokens, dataset, harmonized)
         if log:
             log(f"{dataset}: {len(trials)} trials, {len(trials.subjects)} subjects, {torch.get_num_threads()} thread(s) at start")
-        return evaluate_trials(trials, ep, Path(model_dir), fixedwin_dir, log, choose_threads)
+        return evaluate_trials(trials, ep, model_dir, fixedwin_dir, log, choose_threads, seeds)
     finally:
         limiter.restore_original_limits()
         torch.set_num_threads(before)

@@ -31,7 +31,7 @@ class FewShotSplit:
 def few_shot_split(
     gesture: np.ndarray,
     chrono: np.ndarray,
-    sentence: np.ndarray,
+    contraction: np.ndarray,
     index: np.ndarray,
     fractions: Sequence[float],
     pool_fraction: float = 0.8,
@@ -41,7 +41,8 @@ def few_shot_split(
 
     Per class, trials are put in chronological order (``chrono``: earliest repetition first);
     the first ``round(pool_fraction·n_c)`` form the pool and the rest the test set. A contraction
-    (``sentence``) with any event in the test set is removed from the pool entirely, so no
+    (``contraction``: the detected event the trials were cut from, which may span several
+    sentences) with any trial in the test set is removed from the pool entirely, so no
     contraction is split between adaptation and test. For a fraction ``f`` the subset takes, per
     class, the earliest ``max(1, round(f·n_c))`` pool trials (``n_c`` = the subject's trials of
     that class), capped by the pool; subsets are nested (a larger fraction extends a smaller one).
@@ -62,8 +63,8 @@ def few_shot_split(
         test_parts.append(idx[cut:])
         per_class.append((idx[:cut], n_c))
     test = np.sort(np.concatenate(test_parts)) if test_parts else np.zeros(0, np.int64)
-    test_sentences = set(sentence[test].tolist())
-    clean = [(p[~np.isin(sentence[p], list(test_sentences))], n_c) for p, n_c in per_class]
+    in_test = np.unique(contraction[test])
+    clean = [(p[~np.isin(contraction[p], in_test)], n_c) for p, n_c in per_class]
     pool = np.sort(np.concatenate([p for p, _ in clean])) if clean else np.zeros(0, np.int64)
     subsets = {}
     for f in fractions:

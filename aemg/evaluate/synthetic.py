@@ -21,6 +21,7 @@ def make_synthetic_trials(
     n_times: int = 50,
     sfreq: float = 200.0,
     events_per_sentence: int = 3,
+    sentences_per_contraction: int = 2,
     noise: float = 0.5,
     seed: int = 0,
     dataset: str = "synthetic",
@@ -41,6 +42,7 @@ def make_synthetic_trials(
                 order.append(rep % events_per_sentence)
     n = len(gesture)
     sentence_arr = _class_sentences(np.array(subject), np.array(gesture), np.array(order))
+    contraction = _contractions(np.array(subject), np.array(gesture), sentence_arr, sentences_per_contraction)
     angle = np.linspace(0, 2 * np.pi, n_chans, endpoint=False)
     positions = np.stack([np.cos(angle), np.sin(angle), np.full(n_chans, 0.5)], axis=1).astype(np.float32)
     return Trials(
@@ -50,6 +52,7 @@ def make_synthetic_trials(
         subject=np.array(subject),
         event_index=np.arange(n),
         sentence=sentence_arr,
+        contraction=contraction,
         order=np.array(order, dtype=np.int64),
         onset=(np.array(order) * n_times / sfreq).astype(np.float32),
         recording=np.zeros(n, np.int64),
@@ -70,4 +73,18 @@ def _class_sentences(subject: np.ndarray, gesture: np.ndarray, order: np.ndarray
             current[(s, g)] = next_id
             next_id += 1
         out[i] = current[(s, g)]
+    return out
+
+
+def _contractions(subject: np.ndarray, gesture: np.ndarray, sentence: np.ndarray, per: int) -> np.ndarray:
+    """Every ``per`` consecutive sentences of one subject and class are one long contraction."""
+    out = np.zeros(len(sentence), np.int64)
+    seen: dict[tuple[str, int], list[int]] = {}
+    ids: dict[tuple[str, int, int], int] = {}
+    for i, (s, g, sen) in enumerate(zip(subject.tolist(), gesture.tolist(), sentence.tolist(), strict=True)):
+        order = seen.setdefault((s, g), [])
+        if sen not in order:
+            order.append(sen)
+        key = (s, g, order.index(sen) // per)
+        out[i] = ids.setdefault(key, len(ids))
     return out

@@ -7,7 +7,7 @@ subsets can be drawn from a subject's *earliest* repetitions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,14 @@ class Trials:
     gesture: np.ndarray  # int16 (n,)
     subject: np.ndarray  # str (n,)
     event_index: np.ndarray  # row in the token store's events table
-    sentence: np.ndarray | None = None  # int64 (n,) contraction id (None: one sentence per trial)
+    sentence: np.ndarray | None = None  # int64 (n,) sentence id (None: one sentence per trial)
+    contraction: np.ndarray | None = None  # int64 (n,) detected contraction the trial was cut from (None: own)
     order: np.ndarray | None = None  # int64 (n,) order of the event in its sentence
     onset: np.ndarray | None = None  # float32 (n,) seconds since the sentence start
     recording: np.ndarray | None = None  # int64 (n,) recording index in the harmonized store
     start: np.ndarray | None = None  # int64 (n,) first sample in the recording
     chrono: np.ndarray | None = None  # int64 (n,) chronological rank within the dataset
+    session: np.ndarray | None = None  # str (n,) recording session (None: one session "")
     positions: np.ndarray | None = None  # float32 (n_chans, 3): cos angle, sin angle, distance
     sfreq: float = 200.0
     channel_names: list[str] = field(default_factory=list)
@@ -43,6 +45,8 @@ class Trials:
             )
         if self.sentence is None:
             self.sentence = np.arange(n, dtype=np.int64)
+        if self.contraction is None:
+            self.contraction = np.arange(n, dtype=np.int64)
         if self.order is None:
             self.order = np.zeros(n, np.int64)
         if self.onset is None:
@@ -53,6 +57,7 @@ class Trials:
             self.start = np.arange(n, dtype=np.int64)
         if self.chrono is None:
             self.chrono = np.arange(n, dtype=np.int64)
+        self.session = np.full(n, "") if self.session is None else np.asarray(self.session).astype(str)
         if self.positions is None:
             self.positions = np.zeros((self.n_chans, 3), np.float32)
         if not self.channel_names:
@@ -73,6 +78,19 @@ class Trials:
     def __len__(self) -> int:
         return len(self.gesture)
 
+    def with_tokens(self, tokens: np.ndarray) -> Trials:
+        """The same trials with other token values (e.g. scaled for one fold)."""
+        if tokens.shape != self.tokens.shape:
+            raise ValueError(f"{self.dataset}: tokens {tokens.shape} do not match the trials {self.tokens.shape}")
+        return replace(self, tokens=tokens)
+
+    def select(self, rows: np.ndarray) -> Trials:
+        """The trials at ``rows`` (every per-trial array cut alike)."""
+        rows = np.asarray(rows)
+        per_trial = {f.name: getattr(self, f.name)[rows] for f in fields(self)
+                     if isinstance(getattr(self, f.name), np.ndarray) and f.name != "positions"}
+        return replace(self, **per_trial)
+
     def tokenset(self, index: np.ndarray | None = None):
         """The trials (or rows ``index``) as the model's :class:`~aemg.model.TokenSet`."""
         from aemg.model.data import TokenSet
@@ -84,17 +102,20 @@ class Trials:
         )
 
 
-def _repetition_of_recordings(harmonized: Path | None, dataset: str) -> np.ndarray | None:
-    """``repetition`` per recording from the harmonized store, when it is there."""
+def _recording_columns(harmonized: Path | None, dataset: str) -> dict[str, np.ndarray]:
+    """``repetition`` and ``session`` per recording from the harmonized store, where it has them."""
     if harmonized is None or not (Path(harmonized) / dataset / "zarr.json").exists():
-        return None
+        return {}
     try:
         ds = xr.open_zarr(harmonized, group=dataset, consolidated=False)
-    except Exception:  # a missing or older store only loses the repetition ordering
-        return None
-    if "repetition" not in ds:
-        return None
-    return np.asarray(ds["repetition"].values, dtype=np.int64)
+    except Exception:  # a missing or older store only loses the ordering and the sessions
+        return {}
+    out = {}
+    if "repetition" in ds:
+        out["repetition"] = np.asarray(ds["repetition"].values, dtype=np.int64)
+    if "session" in ds:
+        out["session"] = np.asarray(ds["session"].values.tolist(), dtype=object).astype(str)
+    return out
 
 
 def chronological_rank(recording: np.ndarray, start: np.ndarray, repetition: np.ndarray | None = None) -> np.ndarray:
@@ -121,6 +142,10 @@ def load_trials(tokens_store: Path, dataset: str, harmonized: Path | None = None
     keep = np.flatnonzero(gesture >= 0)
     recording = events["recording"].values.astype(np.int64)[keep]
     start = events["start"].values.astype(np.int64)[keep]
+    if "contraction" not in events:
+        raise AemgError(f"{dataset}: the token store in {path} predates contraction ids (few-shot splits need them); "
+                        f"run `aemg tokenize {dataset}` again")
+    per_recording = _recording_columns(harmonized, dataset)
     from aemg.model.store_io import electrode_positions
 
     return Trials(
@@ -134,7 +159,9 @@ def load_trials(tokens_store: Path, dataset: str, harmonized: Path | None = None
         onset=events["time_in_sentence_s"].values.astype(np.float32)[keep],
         recording=recording,
         start=start,
-        chrono=chronological_rank(recording, start, _repetition_of_recordings(harmonized, dataset)),
+        contraction=events["contraction"].values.astype(np.int64)[keep],
+        chrono=chronological_rank(recording, start, per_recording.get("repetition")),
+        session=per_recording["session"][recording] if "session" in per_recording else None,
         positions=electrode_positions(events),
         sfreq=float(events.attrs.get("sfreq", 200.0)),
         channel_names=[str(c) for c in events["channel"].values.tolist()],
