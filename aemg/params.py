@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
         "tokens": "data/tokens.zarr",
         "models": "models",
         "models_fixedwin": "models-fixedwin",
+        "models_levers": "models-levers",
         "metrics": "metrics",
         "reports": "reports",
     },
@@ -135,13 +136,23 @@ DEFAULTS: dict[str, Any] = {
             "methods": ["lda", "svm", "cnn", "aemg_probe", "aemg_finetune"],
         },
     },
+    "levers": {
+        "methods": ["aemg_probe"],
+        "run": ["no_inner_cv", "mean_pool", "no_amplitude_embedding"],
+        "variants": {
+            "no_inner_cv": {"evaluate": {"inner_cv": {"methods": []}}},
+            "mean_pool": {"evaluate": {"aemg_pool": "mean"}},
+            "no_amplitude_embedding": {"pretrain": {"overrides": {"amplitude_embedding": False}}},
+            "uncapped": {"pretrain": {"max_patches_per_dataset": 0}},
+        },
+    },
 }
 
 
 # Mappings whose entries users name themselves: an entry is added or replaced whole, and the
 # code that reads it checks it (evaluation grids: aemg.evaluate.settings.resolve_grid; inner-CV
 # parameter grids: scikit-learn checks their names when the search runs).
-OPEN_MAPPING = (".evaluate.grids", ".evaluate.inner_cv.grids")
+OPEN_MAPPING = (".evaluate.grids", ".evaluate.inner_cv.grids", ".levers.variants")
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dict[str, Any]:

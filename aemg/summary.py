@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from aemg.evaluate.loso import format_few_shot_table, format_table
+from aemg.evaluate.loso import format_tables
 from aemg.params import load_params
 
 
@@ -22,12 +22,9 @@ def main(params_path: str = "params.yaml") -> int:
     print(f"metrics          : {loso}, {paths['metrics'] / 'loso_scores.csv'}, {paths['metrics'] / 'pretrain.json'}")
     print(f"report           : {paths['reports'] / 'README.md'}")
     summary = json.loads(loso.read_text())
-    print("\nLeave-one-subject-out accuracy (mean ± std over held-out subjects):")
-    print(format_table(summary))
-    few_shot = format_few_shot_table(summary)
-    if few_shot:
-        print("\nFew-shot accuracy with a fraction f of the target subject's trials (ratio to the whole pool):")
-        print(few_shot)
+    for caption, table in format_tables(summary):
+        print(f"\n{caption}")
+        print(table)
     return 0
 
 

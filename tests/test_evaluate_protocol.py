@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from aemg.errors import AemgError
-from aemg.evaluate.loso import check_folds, run_folds, summarize, write_metrics
+from aemg.evaluate.loso import SCORE_COLUMNS, check_folds, run_folds, summarize, write_metrics
 from aemg.evaluate.methods import MethodContext, get_methods
 from aemg.evaluate.run import compute_features, evaluate_trials
 from aemg.evaluate.splits import few_shot_split
@@ -130,8 +130,7 @@ def test_summary_has_mean_std_few_shot_and_wilcoxon(trials, tmp_path):
     assert w["baseline"] in {"lda", "svm"} and 0 <= w["p_value"] <= 1 and w["n_subjects"] == 3
     assert per["aemg_probe"]["best_aemg"] is True
     scores = pd.read_csv(tmp_path / "loso_scores.csv")
-    assert list(scores.columns) == ["dataset", "protocol", "subject", "method", "seed", "fraction", "session", "accuracy",
-                                    "balanced_accuracy", "macro_f1", "n_trials"]
+    assert list(scores.columns) == SCORE_COLUMNS
     preds = pd.read_csv(tmp_path / "loso_predictions.csv.gz")
     assert len(preds[preds.method == "lda"]) == len(trials)
     assert json.loads((tmp_path / "folds.json").read_text())["synthetic"][0]["test_subject"] == "S00"

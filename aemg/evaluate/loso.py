@@ -31,7 +31,7 @@ from aemg.evaluate.splits import few_shot_split, loso_folds
 from aemg.evaluate.trials import Trials
 
 SCORE_COLUMNS = ["dataset", "protocol", "subject", "method", "seed", "fraction", "session", "accuracy",
-                 "balanced_accuracy", "macro_f1", "n_trials"]
+                 "balanced_accuracy", "macro_f1", "n_trials", "inner_cv_accuracy"]
 PREDICTION_COLUMNS = ["dataset", "protocol", "subject", "method", "seed", "fraction", "session", "event_index",
                       "y_true", "y_pred"]
 
@@ -68,7 +68,10 @@ class InnerCV:
 
 
 def scores(dataset: str, subject: str, method: str, fraction: float, y_true: np.ndarray, y_pred: np.ndarray,
-           protocol: str = "zero_shot", seed: int = 0, session: str = "") -> dict[str, Any]:
+           protocol: str = "zero_shot", seed: int = 0, session: str = "", inner_cv_accuracy: float = math.nan
+           ) -> dict[str, Any]:
+    """One result row; ``inner_cv_accuracy`` is the chosen setting's score in the inner CV over the
+    training subjects (NaN without a search): a criterion that never saw the test subject."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # balanced accuracy warns when y_pred has classes y_true lacks
         return {
@@ -83,6 +86,7 @@ def scores(dataset: str, subject: str, method: str, fraction: float, y_true: np.
             "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
             "n_trials": len(y_true),
+            "inner_cv_accuracy": inner_cv_accuracy,
         }
 
 
@@ -277,7 +281,8 @@ def run_folds(
                 pred, record = fitter.fit_predict(train, test, select=True)
                 entry.update(record)
                 fold["methods"].setdefault(method.name, {})[str(seed)] = entry
-                result.rows.append(scores(trials.dataset, subject, method.name, 0.0, y[test], pred, protocol, seed))
+                result.rows.append(scores(trials.dataset, subject, method.name, 0.0, y[test], pred, protocol, seed,
+                                          inner_cv_accuracy=record.get("inner_cv_accuracy", math.nan)))
                 result.predictions.extend(
                     {"dataset": trials.dataset, "protocol": protocol, "subject": subject, "method": method.name,
                      "seed": seed, "fraction": 0.0, "session": "", "event_index": int(e), "y_true": int(t), "y_pred": int(p)}
@@ -454,6 +459,7 @@ def _stats(group: pd.DataFrame) -> dict[str, Any]:
         "balanced_accuracy_mean": round(float(per_subject.balanced_accuracy.mean()), 4),
         "macro_f1_mean": round(float(per_subject.macro_f1.mean()), 4),
         "n_subjects": int(group.subject.nunique()),
+        "inner_cv_accuracy_mean": round(float(group.inner_cv_accuracy.mean()), 4) if group.inner_cv_accuracy.notna().any() else None,
     }
 
 
@@ -519,7 +525,7 @@ def summarize(scores: pd.DataFrame, few_shot_zero: pd.DataFrame | None = None) -
 
 def _with_defaults(scores: pd.DataFrame) -> pd.DataFrame:
     """Rows written before protocols and seeds existed read as strict zero-shot, seed 0."""
-    defaults = {"protocol": "zero_shot", "seed": 0, "session": ""}
+    defaults = {"protocol": "zero_shot", "seed": 0, "session": "", "inner_cv_accuracy": math.nan}
     return scores.assign(**{k: v for k, v in defaults.items() if k not in scores})
 
 
@@ -551,16 +557,21 @@ def write_metrics(rows: list[dict[str, Any]], metrics_dir: Path, *, few_shot_zer
     return summary
 
 
-def format_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Plain-text LOSO table: accuracy mean ± std per dataset (rows) and method (columns)."""
-    methods = sorted({m for per in summary.values() for m, v in per.items() if "accuracy_mean" in v})
+def format_table(summary: dict[str, dict[str, dict[str, Any]]], protocol: str = "zero_shot") -> str:
+    """Plain-text LOSO table of one protocol: accuracy mean ± sd over seeds (deterministic methods
+    run once: ± 0) per dataset (rows) and method (columns)."""
+    def cell(v: dict[str, Any]) -> dict[str, Any] | None:
+        v = v if protocol == "zero_shot" else v.get(protocol, {})
+        return v if "accuracy_mean" in v else None
+
+    methods = sorted({m for per in summary.values() for m, v in per.items() if cell(v)})
     width = max([16, *(len(m) + 2 for m in methods)])
     lines = ["dataset".ljust(26) + "".join(m.rjust(width) for m in methods)]
     for dataset, per in sorted(summary.items()):
-        cells = [
-            f"{per[m]['accuracy_mean']:.3f}±{per[m]['accuracy_std']:.3f}".rjust(width) if m in per and "accuracy_mean" in per[m] else "-".rjust(width)
-            for m in methods
-        ]
+        cells = []
+        for m in methods:
+            c = cell(per.get(m, {}))
+            cells.append((f"{c['accuracy_mean']:.3f}±{c.get('accuracy_seed_sd', 0.0):.3f}" if c else "-").rjust(width))
         lines.append(dataset.ljust(26) + "".join(cells))
     return "\n".join(lines)
 
@@ -579,3 +590,36 @@ def format_few_shot_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
             cells = "".join(f"{fs[k]['accuracy_mean']:.3f} ({fs[k]['relative_mean']:.2f})".rjust(15) for k in keys)
             lines.append(f"{dataset} / {method}".ljust(40) + cells)
     return "\n".join(lines)
+
+
+def format_cross_session_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Plain-text cross-session table: accuracy per test session (mean ± sd over seeds)."""
+    lines = []
+    for dataset, per in sorted(summary.items()):
+        for method, v in sorted(per.items()):
+            cs = v.get("cross_session")
+            if not cs:
+                continue
+            if not lines:
+                lines.append("dataset / method".ljust(40) + "".join(s.rjust(16) for s in sorted(cs)))
+            cells = "".join(f"{cs[s]['accuracy_mean']:.3f}±{cs[s]['accuracy_seed_sd']:.3f}".rjust(16) for s in sorted(cs))
+            lines.append(f"{dataset} / {method}".ljust(40) + cells)
+    return "\n".join(lines)
+
+
+def format_tables(summary: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    """(caption, table) of every protocol present, in the order a reader needs them."""
+    out = [("Leave-one-subject-out accuracy, strict zero-shot (nothing from the test subject); "
+            "mean ± sd over pre-training seeds (deterministic methods run once):", format_table(summary))]
+    if any("unlabelled_target" in v for per in summary.values() for v in per.values()):
+        out.append(("Leave-one-subject-out accuracy, unlabelled target (the test subject's own unlabelled trials "
+                    "set its scaling and feature standardisation, for every method alike):",
+                    format_table(summary, "unlabelled_target")))
+    few_shot = format_few_shot_table(summary)
+    if few_shot:
+        out.append(("Few-shot accuracy with a fraction f of the target subject's trials (ratio to the whole pool):", few_shot))
+    cross = format_cross_session_table(summary)
+    if cross:
+        out.append(("Cross-session accuracy (fit on a subject's training session, test its later sessions):", cross))
+    return out
+

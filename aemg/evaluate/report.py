@@ -311,15 +311,11 @@ def plot_muscle_states(harmonized: Path, tokens: Path, dataset: str, out: Path, 
 
 # --------------------------------------------------------------------------- README
 def _markdown(summary: dict[str, Any], figures: list[Path], out: Path) -> Path:
-    from aemg.evaluate.loso import format_few_shot_table, format_table
+    from aemg.evaluate.loso import format_tables
 
-    lines = ["# Evaluation report", "",
-             "Leave-one-subject-out accuracy (mean ± std over held-out subjects):", "", "```",
-             format_table(summary), "```", ""]
-    fs = format_few_shot_table(summary)
-    if fs:
-        lines += ["Few-shot: accuracy on each target subject's later trials (in brackets: share of the",
-                  "accuracy reached with its whole adaptation pool, the largest fraction):", "", "```", fs, "```", ""]
+    lines = ["# Evaluation report", ""]
+    for caption, table in format_tables(summary):
+        lines += [caption, "", "```", table, "```", ""]
     tests = [(ds, m, v["wilcoxon_vs_best_baseline"]) for ds, per in sorted(summary.items())
              for m, v in sorted(per.items()) if v.get("best_aemg") and "wilcoxon_vs_best_baseline" in v]
     if tests:

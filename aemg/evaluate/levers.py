@@ -1,0 +1,144 @@
+"""Levers: each setting that could make pre-training pay, flipped against the defaults and measured.
+
+A lever is a named set of overrides of the ``pretrain`` and/or ``evaluate`` sections
+(``levers.variants`` in params.yaml), applied one at a time to the defaults. A lever that changes
+``pretrain`` gets its own models (``<paths.models_levers>/<lever>/<dataset>/seed<k>``, leave one
+dataset out as always); one that changes only ``evaluate`` reuses the default models. Every
+lever is scored with the methods of ``levers.methods`` under strict zero-shot LOSO on the same
+folds and seeds as the main evaluation, then compared (:func:`ablation_table`)
+
+- with the defaults, paired over subjects (seed-averaged), with the run-to-run sd over seeds;
+- with the best baseline of the main evaluation;
+- by the probe's inner-CV accuracy on the *training* subjects only, the one criterion that may
+  choose a default without looking at a test subject.
+
+The unlabelled-target protocol is a lever too; its numbers come from the main evaluation, which
+reports it beside strict zero-shot.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from aemg.errors import AemgError
+from aemg.evaluate.loso import _stats, _wilcoxon, _with_defaults
+from aemg.evaluate.methods import is_baseline
+from aemg.params import with_overrides
+
+
+def lever_params(params: dict[str, Any], lever: str) -> dict[str, Any]:
+    """The parameters with lever ``lever`` applied (checked like a params file)."""
+    variants = params["levers"]["variants"]
+    if lever not in variants:
+        raise AemgError(f"levers.run: unknown lever {lever!r}; defined in levers.variants: {', '.join(variants)}")
+    overrides = variants[lever] or {}
+    unknown = sorted(set(overrides) - {"pretrain", "evaluate"})
+    if unknown:
+        raise AemgError(f"levers.variants.{lever}: may override pretrain and evaluate only, not {', '.join(unknown)}")
+    base = {k: copy.deepcopy(v) for k, v in params.items()}
+    return with_overrides(_deep_merge(base, overrides), f"levers.variants.{lever}")
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def needs_own_models(params: dict[str, Any], lever: str) -> bool:
+    return lever_params(params, lever)["pretrain"] != params["pretrain"]
+
+
+def lever_ep(ep: dict[str, Any], methods: list[str]) -> dict[str, Any]:
+    """The evaluation section a lever runs: its methods, strict zero-shot LOSO only."""
+    return ep | {"methods": list(methods), "few_shot_methods": [], "target_adaptation": ["none"],
+                 "cross_session": {"train_session": None, "test_sessions": [], "methods": []}}
+
+
+def _cell(rows: pd.DataFrame) -> dict[str, Any] | None:
+    return _stats(rows) if len(rows) else None
+
+
+def ablation_table(main: pd.DataFrame, levers: pd.DataFrame, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (dataset, method, lever): default vs lever flipped, and the best baseline.
+
+    ``main``: the main evaluation's ``loso_scores.csv``; ``levers``: ``levers_scores.csv`` (a
+    ``lever`` column). Differences are default minus flipped (positive: the default helps).
+    """
+    main = _with_defaults(main)
+    strict = main[(main.protocol == "zero_shot") & (main.fraction == 0)]
+    unlabelled = main[(main.protocol == "unlabelled_target") & (main.fraction == 0)]
+    out = []
+    for dataset, ds_rows in strict.groupby("dataset"):
+        base = {m: g.groupby("seed").accuracy.mean().mean() for m, g in ds_rows.groupby("method") if is_baseline(m)}
+        best = max(base, key=base.get) if base else None
+        best_rows = ds_rows[ds_rows.method == best] if best else ds_rows.iloc[:0]
+        for method in params["levers"]["methods"]:
+            default = ds_rows[ds_rows.method == method]
+            if not len(default):
+                continue
+            flips = [("target_adaptation: none -> unlabelled", unlabelled[(unlabelled.dataset == dataset) & (unlabelled.method == method)])]
+            if len(levers):
+                lv = levers[(levers.dataset == dataset) & (levers.method == method)]
+                flips += [(lever, g) for lever, g in lv.groupby("lever")]
+            for lever, flipped in flips:
+                if not len(flipped):
+                    continue
+                out.append(_row(dataset, method, lever, default, flipped, best, best_rows))
+    return out
+
+
+def _row(dataset: str, method: str, lever: str, default: pd.DataFrame, flipped: pd.DataFrame, best: str | None,
+         best_rows: pd.DataFrame) -> dict[str, Any]:
+    d, f = _stats(default), _stats(flipped)
+    a, b = default.groupby("subject").accuracy.mean(), flipped.groupby("subject").accuracy.mean()
+    common = a.index.intersection(b.index)
+    paired = _wilcoxon(a[common].to_numpy(), b[common].to_numpy())
+    row = {
+        "dataset": dataset, "method": method, "lever": lever,
+        "default_mean": d["accuracy_mean"], "default_seed_sd": d["accuracy_seed_sd"],
+        "flipped_mean": f["accuracy_mean"], "flipped_seed_sd": f["accuracy_seed_sd"], "n_seeds": min(d["n_seeds"], f["n_seeds"]),
+        "difference": paired["mean_difference"], "p_value": paired["p_value"], "n_subjects": paired["n_subjects"],
+        "inner_cv_default": d["inner_cv_accuracy_mean"], "inner_cv_flipped": f["inner_cv_accuracy_mean"],
+        "best_baseline": best,
+    }
+    if best is not None and len(best_rows):
+        c = best_rows.groupby("subject").accuracy.mean()
+        for name, acc in (("default", a), ("flipped", b)):
+            common = acc.index.intersection(c.index)
+            w = _wilcoxon(acc[common].to_numpy(), c[common].to_numpy())
+            row[f"{name}_vs_baseline"] = w["mean_difference"]
+            row[f"{name}_vs_baseline_p"] = w["p_value"]
+        row["best_baseline_mean"] = round(float(best_rows.groupby("seed").accuracy.mean().mean()), 4)
+    return row
+
+
+def _inner_cv_choice(row: dict[str, Any]) -> str:
+    a, b = row["inner_cv_default"], row["inner_cv_flipped"]
+    if a is None or b is None or (isinstance(a, float) and math.isnan(a)):
+        return "-"
+    return "default" if a >= b else "flipped"
+
+
+def format_ablation(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of :func:`ablation_table` rows."""
+    if not rows:
+        return ""
+    lines = ["| dataset | method | lever (default -> flipped) | default | flipped | default - flipped (p) | "
+             "inner CV picks | best baseline | default - baseline (p) | flipped - baseline (p) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        base = (f"{r['best_baseline']} {r['best_baseline_mean']:.3f}" if r.get("best_baseline_mean") is not None else "-")
+        vs = [f"{r[k]:+.3f} ({r[k + '_p']:.2g})" if k in r else "-" for k in ("default_vs_baseline", "flipped_vs_baseline")]
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {r['lever']} | {r['default_mean']:.3f}±{r['default_seed_sd']:.3f} | "
+            f"{r['flipped_mean']:.3f}±{r['flipped_seed_sd']:.3f} | {r['difference']:+.3f} ({r['p_value']:.2g}) | "
+            f"{_inner_cv_choice(r)} | {base} | {vs[0]} | {vs[1]} |")
+    return "\n".join(lines)
+
