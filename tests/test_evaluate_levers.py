@@ -60,3 +60,16 @@ def test_ablation_table_pairs_default_flipped_and_best_baseline():
     assert by["target_adaptation: none -> unlabelled"]["difference"] < 0  # unlabelled scores higher here
     table = format_ablation(rows)
     assert "| d | aemg_probe | mean_pool |" in table and "svm 0.683" in table
+
+
+def test_report_writes_the_ablation_table(tmp_path):
+    from aemg.evaluate.report import write_ablation
+
+    params = _params(mean_pool={"evaluate": {"aemg_pool": "mean"}})
+    main = pd.DataFrame(_rows("aemg_probe", "zero_shot", [0.8, 0.7, 0.9]) + _rows("svm", "zero_shot", [0.7, 0.6, 0.8], seeds=(0,)))
+    assert write_ablation(main, tmp_path, params, tmp_path) is None  # no lever measured: no table
+    pd.DataFrame(_rows("aemg_probe", "zero_shot", [0.7, 0.6, 0.8])).assign(lever="mean_pool").to_csv(
+        tmp_path / "levers_scores.csv", index=False)
+    path = write_ablation(main, tmp_path, params, tmp_path)
+    text = path.read_text()
+    assert path.name == "ablation.md" and "| d | aemg_probe | mean_pool |" in text and "Wilcoxon" in text

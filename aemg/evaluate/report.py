@@ -310,7 +310,28 @@ def plot_muscle_states(harmonized: Path, tokens: Path, dataset: str, out: Path, 
 
 
 # --------------------------------------------------------------------------- README
-def _markdown(summary: dict[str, Any], figures: list[Path], out: Path) -> Path:
+def write_ablation(scores: pd.DataFrame, metrics: Path, params: dict[str, Any], out: Path) -> Path | None:
+    """``reports/ablation.md``: every lever against the defaults (see :mod:`aemg.evaluate.levers`)."""
+    from aemg.evaluate.levers import ablation_table, format_ablation
+
+    lever_file = metrics / "levers_scores.csv"
+    levers = pd.read_csv(lever_file, dtype={"subject": str}) if lever_file.exists() else pd.DataFrame()
+    table = format_ablation(ablation_table(scores, levers, params))
+    if not table:
+        return None
+    path = out / "ablation.md"
+    path.write_text("# Levers: each flipped against the defaults\n\n" + ABLATION_CAPTION + "\n\n" + table + "\n")
+    return path
+
+
+ABLATION_CAPTION = (
+    "Strict zero-shot LOSO accuracy (mean ± sd over pre-training seeds) with each lever at its default "
+    "and flipped; differences are paired over subjects (seed-averaged), p from a Wilcoxon signed-rank test. "
+    "'inner CV picks' compares the probe's inner-CV accuracy on the training subjects only (the criterion "
+    "allowed to choose a default). The unlabelled-target row compares protocols, not settings.")
+
+
+def _markdown(summary: dict[str, Any], figures: list[Path], out: Path, ablation: Path | None = None) -> Path:
     from aemg.evaluate.loso import format_tables
 
     lines = ["# Evaluation report", ""]
@@ -324,6 +345,8 @@ def _markdown(summary: dict[str, Any], figures: list[Path], out: Path) -> Path:
         for ds, m, w in tests:
             lines.append(f"| {ds} | {m} | {w['baseline']} | {w['mean_difference']:+.3f} | {w['p_value']:.3g} | {w['n_subjects']} |")
         lines.append("")
+    if ablation is not None:
+        lines += ["## Levers", "", ablation.read_text().split("\n", 2)[2], ""]
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
@@ -357,4 +380,5 @@ def build_report(params_path: str | Path | None = None, datasets: list[str] | No
         figures.append(plot_codebook_prototypes(paths["tokens"], paths["models"] / ds, ds, out))
         figures.append(plot_muscle_states(paths["harmonized"], paths["tokens"], ds, out, k=k))
     written = [p for p in figures if p is not None]
-    return [*written, _markdown(summary, written, out)]
+    ablation = write_ablation(scores, metrics, params, out)
+    return [*written, *([ablation] if ablation else []), _markdown(summary, written, out, ablation)]
