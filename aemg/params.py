@@ -79,7 +79,10 @@ DEFAULTS: dict[str, Any] = {
         "exclude_datasets": [],
         "heldout_fraction": 0.2,
         "max_patches_per_dataset": 8000,  # 0 = no cap (GPU presets)
-        "seed": 0,
+        "seeds": [0, 1, 2],
+        "num_threads": 1,
+        "budget_s": 0,
+        "augment": {"rotation_deg": 0.0},
     },
     "evaluate": {
         "datasets": ["myo-armband-cote-allard", "uci-emg-gestures", "unibo-inail", "flexemg"],
@@ -112,7 +115,7 @@ DEFAULTS: dict[str, Any] = {
         "state_wamp_threshold": 0.05,
         "state_kmeans_samples": 50000,
         "device": None,
-        "max_threads": None,
+        "num_threads": 1,
     },
 }
 

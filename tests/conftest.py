@@ -90,7 +90,7 @@ def write_params(directory: Path, datasets: list[str], **sections: object) -> Pa
     params = {
         "datasets": datasets,
         "subjects": {d: SLICE_SUBJECTS[d] for d in datasets if d in SLICE_SUBJECTS},
-        "pretrain": {"overrides": TINY_MODEL},
+        "pretrain": {"overrides": TINY_MODEL, "seeds": [0]},  # one model per dataset keeps tests short
         # a baseline, AEMG and its ablation, zero-shot only: the grids are for `make demo`
         "evaluate": {"datasets": datasets, "methods": ["lda", "aemg_probe", "aemg_probe_fixedwin"], "grid": None},
     }

@@ -16,6 +16,7 @@ import xarray as xr
 
 from aemg.model import make_synthetic_tokenset
 from aemg.model.distributed import World
+from aemg.model.stage import model_dir
 from aemg.model.train import weights_fingerprint
 
 from conftest import REPO, write_params
@@ -104,11 +105,12 @@ def test_torchrun_entry_point_writes_what_aemg_pretrain_writes(tmp_path):
     summary = json.loads(proc.stdout.strip().splitlines()[-1])  # printed once, by rank 0
     assert 0 < summary["codebook_usage"] <= 1 and summary["masked_token_accuracy"] >= 0
     metrics = json.loads((tmp_path / "metrics" / "pretrain.json").read_text())
-    assert sorted(metrics["models"]) == datasets
+    assert sorted(metrics["models"]) == datasets and metrics["seeds"] == [0]
     for d in datasets:
-        assert sorted(p.name for p in (tmp_path / "models" / d).iterdir()) == ["manifest.json", "mtm.pt", "vq.pt"]
-        seen = json.loads((tmp_path / "models" / d / "manifest.json").read_text())["subjects_seen"]
+        out = model_dir(tmp_path / "models", d, 0)
+        assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mtm.pt", "vq.pt"]
+        seen = json.loads((out / "manifest.json").read_text())["subjects_seen"]
         assert list(seen) == [x for x in datasets if x != d]  # leave-one-dataset-out
         for stage in ("vq", "mtm"):
-            rows = json.loads((tmp_path / "metrics" / "pretrain_history" / stage / f"{d}.json").read_text())
+            rows = json.loads((tmp_path / "metrics" / "pretrain_history" / stage / d / "seed0.json").read_text())
             assert [r["epoch"] for r in rows] == [1] and rows[0]["stage"] == stage

@@ -104,33 +104,13 @@ def evaluate_dataset(tokens: Path, model_dir: Path, dataset: str, ep: dict[str, 
     """Trials of ``dataset`` from the token store, evaluated with the model in ``model_dir``
     (and, for the fixed-window ablation, the one in ``fixedwin_dir``)."""
     import torch
-    from threadpoolctl import threadpool_limits
 
-    from aemg.model.train import auto_num_threads
+    from aemg.runtime import cpu_threads, resolve_threads
 
-    # OpenMP threads spin at barriers: on a shared machine two threads on two busy cores run
-    # many times slower than one (a fold measured 17 min instead of 1), so the thread count is
-    # chosen again before every fold from the CPUs free at that moment; ``max_threads`` (or
-    # AEMG_NUM_THREADS) fixes it instead.
-    fixed = ep_get(ep, "max_threads")
-    before = torch.get_num_threads()
-    limiter = threadpool_limits(int(fixed or 1))
-
-    def choose_threads(fold_no: int) -> None:
-        nonlocal limiter
-        n = int(fixed or auto_num_threads())
-        if log and fold_no >= 0 and n != torch.get_num_threads():
-            log(f"{dataset}: fold {fold_no + 1}: {n} thread(s)")
-        torch.set_num_threads(n)
-        limiter.restore_original_limits()
-        limiter = threadpool_limits(n)
-
-    try:
-        choose_threads(-1)
+    # The thread count decides float results (reduction order), so it comes from params
+    # (evaluate.num_threads, or AEMG_NUM_THREADS), never from the machine's load.
+    with cpu_threads(resolve_threads(ep_get(ep, "num_threads"))):
         trials = load_trials(tokens, dataset, harmonized)
         if log:
-            log(f"{dataset}: {len(trials)} trials, {len(trials.subjects)} subjects, {torch.get_num_threads()} thread(s) at start")
-        return evaluate_trials(trials, ep, Path(model_dir), fixedwin_dir, log, choose_threads)
-    finally:
-        limiter.restore_original_limits()
-        torch.set_num_threads(before)
+            log(f"{dataset}: {len(trials)} trials, {len(trials.subjects)} subjects, {torch.get_num_threads()} thread(s)")
+        return evaluate_trials(trials, ep, Path(model_dir), fixedwin_dir, log)

@@ -19,13 +19,12 @@ from aemg.flows.common import resolve
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_task(dataset: str, tokens: Path, models: Path, ep: dict[str, Any], harmonized: Path | None = None,
-                  models_fixedwin: Path | None = None) -> dict[str, Any]:
+def evaluate_task(dataset: str, tokens: Path, model_dir: Path, ep: dict[str, Any], harmonized: Path | None = None,
+                  fixedwin_dir: Path | None = None) -> dict[str, Any]:
     from aemg.evaluate.run import evaluate_dataset
 
     logger = get_run_logger()
-    fixedwin = None if models_fixedwin is None else models_fixedwin / dataset
-    return evaluate_dataset(tokens, models / dataset, dataset, ep, harmonized, log=logger.info, fixedwin_dir=fixedwin)
+    return evaluate_dataset(tokens, model_dir, dataset, ep, harmonized, log=logger.info, fixedwin_dir=fixedwin_dir)
 
 
 @flow(name="evaluate")
@@ -33,6 +32,7 @@ def evaluate_flow(params_path: str | None = None, tokens: str | None = None, gri
     """``grid`` overrides ``evaluate.grid`` (e.g. ``full`` for the paper-sized evaluation)."""
     from aemg.evaluate.loso import check_folds, format_few_shot_table, format_table, write_metrics
     from aemg.evaluate.settings import resolve_grid
+    from aemg.model.stage import model_dir, seeds_of
     from aemg.store import list_groups
 
     params, paths = resolve(params_path, {"tokens": tokens})
@@ -40,11 +40,13 @@ def evaluate_flow(params_path: str | None = None, tokens: str | None = None, gri
     available = list_groups(paths["tokens"])
     datasets = [d for d in params["evaluate"]["datasets"] if d in available]
     logger = get_run_logger()
+    seed = seeds_of(params["pretrain"])[0]  # the first seed's models until evaluation loops over seeds
     results, failures = {}, {}
     for ds in datasets:
         try:
             results[ds] = evaluate_task.with_options(name=f"evaluate-{ds}")(
-                ds, paths["tokens"], paths["models"], ep, paths["harmonized"], paths["models_fixedwin"]
+                ds, paths["tokens"], model_dir(paths["models"], ds, seed), ep, paths["harmonized"],
+                model_dir(paths["models_fixedwin"], ds, seed)
             )
         except Exception as exc:
             failures[ds] = str(exc)
