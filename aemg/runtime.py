@@ -63,19 +63,24 @@ def cpu_threads(n: int) -> Iterator[int]:
 def deterministic(seed: int) -> None:
     """Seed python, numpy and torch (CPU and CUDA) and ask torch for deterministic kernels.
 
-    ``torch.use_deterministic_algorithms(True)`` makes torch raise instead of silently running
-    a kernel without a deterministic variant. What it pins here: on CUDA, ``index_add_`` /
-    ``scatter_add_`` (the VQ codebook's EMA statistics) and the attention backward switch to
-    their deterministic implementations, and cuBLAS GEMMs become repeatable through
-    ``CUBLAS_WORKSPACE_CONFIG`` (set here before the first CUDA GEMM when the caller has not).
-    On CPU the kernels used are already deterministic for a fixed thread count.
+    ``torch.use_deterministic_algorithms(True)``: kernels with a deterministic variant use it.
+    What that pins in this package on CUDA (per torch's documented list): ``index_add_`` (the
+    VQ codebook's EMA statistics and k-means sums), ``Conv1d`` (the patch front-end, with
+    cuDNN's deterministic algorithms and no autotuning), ``index_select`` / ``gather``
+    backward (embedding look-ups), the memory-efficient attention backward, and cuBLAS GEMMs
+    through ``CUBLAS_WORKSPACE_CONFIG`` (set here unless the caller set it). On CPU the kernels
+    used are deterministic for a fixed thread count and a kernel without a deterministic
+    variant raises; on CUDA (not run on the development machine) such a kernel warns naming
+    itself instead of stopping a long GPU run.
     """
     import torch
 
-    if torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if cuda:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=cuda)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
