@@ -169,7 +169,7 @@ def tokenize(
 
 @app.command()
 def pretrain(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None, resume: bool = False) -> None:
-    """Pre-train the VQ codebook and the masked-token Transformer (one model per held-out dataset)."""
+    """Pre-train the VQ codebook and the masked-token Transformer (one model per held-out dataset and seed)."""
     from aemg.flows.pretrain import pretrain_flow
 
     _print_summary(_run(pretrain_flow, params_path=params, tokens=tokens, resume=resume))

@@ -17,6 +17,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from aemg.errors import AemgError
+from aemg.runtime import resolve_threads
+
 from conftest import REPO, TINY_MODEL
 
 THREADS = 2
@@ -85,3 +90,18 @@ def test_metrics_are_byte_identical_beside_a_busy_process(tmp_path):
         assert _content(a) == _content(b), name
     rows = (tmp_path / "idle" / "metrics" / "loso_scores.csv").read_text()
     assert all(m in rows for m in ("lda", "aemg_probe", "transformer_scratch"))
+
+
+def test_thread_count_comes_from_params_or_env_only(monkeypatch):
+    monkeypatch.delenv("AEMG_NUM_THREADS", raising=False)
+    assert resolve_threads(3) == 3
+    monkeypatch.setenv("AEMG_NUM_THREADS", "2")
+    assert resolve_threads(1) == 2  # the documented override
+    monkeypatch.setenv("AEMG_NUM_THREADS", "many")
+    with pytest.raises(AemgError, match="AEMG_NUM_THREADS"):
+        resolve_threads(1)
+    monkeypatch.delenv("AEMG_NUM_THREADS")
+    with pytest.raises(AemgError, match="num_threads"):
+        resolve_threads(None)
+    readers = [p for p in (REPO / "aemg").rglob("*.py") if "loadavg" in p.read_text()]
+    assert readers == []  # nothing in the package looks at the machine's load
