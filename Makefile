@@ -36,4 +36,4 @@ stop:
 	PREFECT_PORT=$(PREFECT_PORT) bash scripts/prefect-serve.sh stop
 
 clean:
-	rm -rf data models models-fixedwin metrics reports .prefect
+	rm -rf data models models-fixedwin models-levers metrics reports .prefect

@@ -54,6 +54,12 @@ def _check_ids(ids: list[str] | None) -> None:
         _run(get_spec, dataset_id=dataset_id)
 
 
+def _print_tables(tables: list[tuple[str, str]]) -> None:
+    for caption, table in tables:
+        console.print(caption, markup=False)
+        console.print(table, markup=False)
+
+
 def _print_summary(results: dict[str, Any]) -> None:
     for name, summary in results.items():
         console.print(f"[bold]{name}[/bold]: {json.dumps(summary, default=str)}")
@@ -169,7 +175,7 @@ def tokenize(
 
 @app.command()
 def pretrain(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None, resume: bool = False) -> None:
-    """Pre-train the VQ codebook and the masked-token Transformer (one model per held-out dataset)."""
+    """Pre-train the VQ codebook and the masked-token Transformer (one model per held-out dataset and seed)."""
     from aemg.flows.pretrain import pretrain_flow
 
     _print_summary(_run(pretrain_flow, params_path=params, tokens=tokens, resume=resume))
@@ -184,6 +190,14 @@ def ablation(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None) -> Non
 
 
 @app.command()
+def levers(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None) -> None:
+    """Score every lever of levers.run flipped against the defaults (metrics/levers_scores.csv)."""
+    from aemg.flows.levers import levers_flow
+
+    _print_summary(_run(levers_flow, params_path=params, tokens=tokens))
+
+
+@app.command()
 def evaluate(
     params: ParamsOpt = "params.yaml",
     tokens: TokensOpt = None,
@@ -193,9 +207,7 @@ def evaluate(
     from aemg.flows.evaluate import evaluate_flow
 
     result = _run(evaluate_flow, params_path=params, tokens=tokens, grid=grid)
-    console.print(result["table"])
-    if result["few_shot_table"]:
-        console.print(result["few_shot_table"])
+    _print_tables(result["tables"])
 
 
 @app.command()
@@ -234,7 +246,7 @@ def run_all(
     from aemg.flows.pipeline import pipeline_flow
 
     result = _run(pipeline_flow, params_path=params, mirror=mirror, dask_address=dask_address)
-    console.print(result["table"])
+    _print_tables(result["tables"])
 
 
 if __name__ == "__main__":

@@ -80,7 +80,10 @@ DEFAULTS: dict[str, Any] = {
         "exclude_datasets": [],
         "heldout_fraction": 0.2,
         "max_patches_per_dataset": 8000,  # 0 = no cap (GPU presets)
-        "seed": 0,
+        "seeds": [0, 1, 2],
+        "num_threads": 1,
+        "budget_s": 0,
+        "augment": {"rotation_deg": 0.0},
     },
     "evaluate": {
         "datasets": ["myo-armband-cote-allard", "uci-emg-gestures", "unibo-inail", "flexemg"],
@@ -106,6 +109,7 @@ DEFAULTS: dict[str, Any] = {
         "transformer_epochs": 10,
         "transformer_patch_budget": 200000,
         "finetune_lr_scale": 0.3,
+        "finetune_rotation_deg": 0.0,
         "aemg_pool": "channels",
         "state_k": 13,
         "state_window_s": 0.05,
@@ -113,7 +117,7 @@ DEFAULTS: dict[str, Any] = {
         "state_wamp_threshold": 0.05,
         "state_kmeans_samples": 50000,
         "device": None,
-        "max_threads": None,
+        "num_threads": 1,
         "target_adaptation": ["none", "unlabelled"],
         "inner_cv": {
             "n_splits": 3,
@@ -144,6 +148,7 @@ DEFAULTS: dict[str, Any] = {
             "mean_pool": {"evaluate": {"aemg_pool": "mean"}},
             "no_amplitude_embedding": {"pretrain": {"overrides": {"amplitude_embedding": False}}},
             "uncapped": {"pretrain": {"max_patches_per_dataset": 0}},
+            "rotation": {"pretrain": {"augment": {"rotation_deg": 180.0}}, "evaluate": {"finetune_rotation_deg": 180.0}},
         },
     },
 }

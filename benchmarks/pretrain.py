@@ -48,9 +48,9 @@ from aemg.model.train import (
     _optimizer,
     _train_mtm_epoch,
     _train_vq_epoch,
-    auto_num_threads,
     resolve_device,
 )
+from aemg.runtime import resolve_threads
 
 N_CHANS = 8  # the Myo armband's layout, the most common in the demo datasets
 
@@ -140,12 +140,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu-batch-size", type=int, default=512,
                         help="on CPU, cap on base/large batch size (their presets use 8192)")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA when available)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (AEMG_NUM_THREADS overrides it); the load average is only reported")
     parser.add_argument("--out", default="metrics/benchmark_pretrain.json")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     on_cpu = device.type == "cpu"
     if on_cpu:
-        torch.set_num_threads(auto_num_threads())
+        torch.set_num_threads(resolve_threads(args.threads))
     steps_big = args.steps_big or (3 if on_cpu else args.steps)
     peak = None if on_cpu else peak_matmul_tflops(device)
     report: dict[str, Any] = {

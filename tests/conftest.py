@@ -90,7 +90,7 @@ def write_params(directory: Path, datasets: list[str], **sections: object) -> Pa
     params = {
         "datasets": datasets,
         "subjects": {d: SLICE_SUBJECTS[d] for d in datasets if d in SLICE_SUBJECTS},
-        "pretrain": {"overrides": TINY_MODEL},
+        "pretrain": {"overrides": TINY_MODEL, "seeds": [0]},  # one model per dataset keeps tests short
         # a baseline, AEMG and its ablation, zero-shot only: the grids are for `make demo`
         "evaluate": {"datasets": datasets, "methods": ["lda", "aemg_probe", "aemg_probe_fixedwin"], "grid": None},
     }
@@ -98,3 +98,21 @@ def write_params(directory: Path, datasets: list[str], **sections: object) -> Pa
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(with_overrides(params)))  # complete: DVC needs every section
     return path
+
+
+def write_token_store(path: Path, datasets: list[str], n_events: int = 300) -> None:
+    """Synthetic events in the token store's contract layout (``/<id>/events``)."""
+    import numpy as np
+    import xarray as xr
+
+    from aemg.model import make_synthetic_tokenset
+
+    for i, dataset in enumerate(datasets):
+        ts = make_synthetic_tokenset(n_events=n_events, n_chans=4, n_subjects=5, seed=i, dataset=dataset)
+        angle = np.degrees(np.arctan2(ts.positions[:, 1], ts.positions[:, 0]))
+        xr.Dataset({
+            "token": (("event", "channel", "time"), ts.tokens), "sentence": ("event", ts.sentence),
+            "order": ("event", ts.order), "time_in_sentence_s": ("event", ts.onset),
+            "subject": ("event", ts.subject.astype(object)),
+            "angle_deg": ("channel", angle), "distance": ("channel", ts.positions[:, 2]),
+        }).to_zarr(path, group=f"{dataset}/events", mode="a", consolidated=False)

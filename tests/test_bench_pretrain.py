@@ -33,3 +33,15 @@ def test_benchmark_reports_throughput_of_every_preset(tmp_path):
     # the FLOP count follows the model size: large costs far more per token than cpu-small
     assert large["mtm"]["flops_per_token"] > 50 * small["mtm"]["flops_per_token"]
     assert large["params_mtm"] > 50 * small["params_mtm"]
+
+
+def test_wall_benchmark_times_whole_runs_at_the_thread_counts_given():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pretrain_wall", "--threads", "1", "--events", "80",
+         "--epochs-vq", "1", "--epochs-mtm", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [json.loads(x) for x in proc.stdout.strip().splitlines()]
+    assert line["threads"] == 1 and line["train_patches"] == 3 * 80 * 8 and line["wall_s"] > 0
+    assert line["vq_epoch_s"] > 0 and line["mtm_epoch_s"] > 0

@@ -55,7 +55,7 @@ def test_dvc_repro_is_incremental(tmp_path, mirror):
     plots = json.loads(shown.stdout)
     for stage, y in (("vq", "reconstruction_error"), ("mtm", "masked_token_accuracy")):
         for dataset in DATASETS:
-            rows = plots["data"][f"metrics/pretrain_history/{stage}/{dataset}.json"][0]["content"]["data"]["values"]
+            rows = plots["data"][f"metrics/pretrain_history/{stage}/{dataset}/seed0.json"][0]["content"]["data"]["values"]
             assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and rows, (stage, dataset)
             assert all(r["stage"] == stage and isinstance(r[y], float) for r in rows), (stage, dataset)
 

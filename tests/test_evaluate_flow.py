@@ -42,7 +42,8 @@ def test_flow_writes_manifests_and_fails_on_leak(workdir, prefect_harness, monke
             evaluate_flow(params_path=str(params))
     else:
         result = evaluate_flow(params_path=str(params))
-        assert "lda" in result["table"] and "f=0.2" in result["few_shot_table"]
+        text = "\n".join(table for _, table in result["tables"])
+        assert "lda" in text and "f=0.2" in text
         scores = pd.read_csv(workdir / "metrics" / "loso_scores.csv")
         assert set(scores.fraction) == {0.0, 0.2, 0.8}  # 0.8: the whole adaptation pool, the "full data" reference
         from aemg.summary import main as summary

@@ -16,6 +16,8 @@ from aemg.evaluate.methods import MethodContext, get_methods
 from aemg.evaluate.report import build_report
 from aemg.evaluate.run import compute_features
 from aemg.evaluate.synthetic import make_synthetic_trials
+from aemg.model.stage import model_dir
+from aemg.params import DEFAULTS
 
 DS = "synthetic"
 TINY = {"width": 16, "depth": 1, "heads": 2, "conv_channels": 4, "codebook_size": 8, "code_dim": 4,
@@ -71,7 +73,7 @@ def test_report_figures_and_readme(tmp_path):
     preds = res.predictions + [dict(p, method="aemg_probe") for p in res.predictions if p["method"] == "svm"]
     write_metrics(rows, tmp_path / "metrics", few_shot_zero=res.few_shot_zero, predictions=preds, folds={DS: res.folds})
     _stores(tmp_path / "data", trials)
-    model = tmp_path / "models" / DS
+    model = model_dir(tmp_path / "models", DS, DEFAULTS["pretrain"]["seeds"][0])
     other = make_synthetic_tokenset(n_events=120, n_chans=trials.n_chans, n_subjects=2, dataset="other")
     held = make_synthetic_tokenset(n_events=30, n_chans=trials.n_chans, n_subjects=1, dataset="other", seed=1, subject_offset=2)
     pretrain([other], [held], preset("cpu-small", **TINY), model, progress=False)

@@ -52,8 +52,8 @@ def test_evaluate_flow_hands_the_resolved_grid_to_every_dataset(workdir, prefect
 
     seen = {}
 
-    def fake(tokens, model_dir, dataset, ep, harmonized=None, log=None, fixedwin_dir=None):
-        seen[dataset] = (ep, fixedwin_dir)
+    def fake(tokens, model_dir, dataset, ep, harmonized=None, log=None, fixedwin_dir=None, seeds=()):
+        seen[dataset] = (ep, fixedwin_dir, seeds)
         raise AemgError(f"{dataset}: stop here")
 
     monkeypatch.setattr(aemg.store, "list_groups", lambda path: ["a", "b"])
@@ -63,9 +63,10 @@ def test_evaluate_flow_hands_the_resolved_grid_to_every_dataset(workdir, prefect
     with pytest.raises(AemgError, match="a: stop here; b: stop here"):
         evaluate_flow(params_path=str(params), grid="full")
     assert set(seen) == {"a", "b"}
-    ep, fixedwin = seen["b"]
+    ep, fixedwin, seeds = seen["b"]
     assert ep["grid"] == "full" and len(ep["few_shot_fractions"]) == 6
-    assert fixedwin == workdir / "models-fixedwin" / "b" or fixedwin.as_posix().endswith("models-fixedwin/b")
+    assert seeds == [0, 1, 2]  # every pre-training seed is evaluated
+    assert fixedwin(2).as_posix().endswith("models-fixedwin/b/seed2")  # model_dir(root, dataset, seed)
 
 
 def test_ablation_does_nothing_unless_the_ablation_is_evaluated(workdir, prefect_harness):

@@ -10,15 +10,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import torch
-import xarray as xr
 
-from aemg.model import make_synthetic_tokenset
 from aemg.model.distributed import World
+from aemg.model.stage import model_dir
 from aemg.model.train import weights_fingerprint
 
-from conftest import REPO, write_params
+from conftest import REPO, write_params, write_token_store
 
 WORKER = textwrap.dedent('''
     import json, sys
@@ -83,32 +81,20 @@ def test_shard_splits_a_batch_and_weights_the_loss():
     assert World(1, 2).shard([7]) == ([7], 0.0)
 
 
-def _token_store(path: Path, datasets: list[str]) -> None:
-    """Synthetic events in the token store's contract layout (``/<id>/events``)."""
-    for i, dataset in enumerate(datasets):
-        ts = make_synthetic_tokenset(n_events=300, n_chans=4, n_subjects=5, seed=i, dataset=dataset)
-        angle = np.degrees(np.arctan2(ts.positions[:, 1], ts.positions[:, 0]))
-        xr.Dataset({
-            "token": (("event", "channel", "time"), ts.tokens), "sentence": ("event", ts.sentence),
-            "order": ("event", ts.order), "time_in_sentence_s": ("event", ts.onset),
-            "subject": ("event", ts.subject.astype(object)),
-            "angle_deg": ("channel", angle), "distance": ("channel", ts.positions[:, 2]),
-        }).to_zarr(path, group=f"{dataset}/events", mode="a", consolidated=False)
-
-
 def test_torchrun_entry_point_writes_what_aemg_pretrain_writes(tmp_path):
     datasets = ["alpha", "beta"]
-    _token_store(tmp_path / "data" / "tokens.zarr", datasets)
+    write_token_store(tmp_path / "data" / "tokens.zarr", datasets)
     write_params(tmp_path, datasets)
     proc = _torchrun(["-m", "aemg.model.train_cli", "--params", "params.yaml"], tmp_path)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])  # printed once, by rank 0
     assert 0 < summary["codebook_usage"] <= 1 and summary["masked_token_accuracy"] >= 0
     metrics = json.loads((tmp_path / "metrics" / "pretrain.json").read_text())
-    assert sorted(metrics["models"]) == datasets
+    assert sorted(metrics["models"]) == datasets and metrics["seeds"] == [0]
     for d in datasets:
-        assert sorted(p.name for p in (tmp_path / "models" / d).iterdir()) == ["manifest.json", "mtm.pt", "vq.pt"]
-        seen = json.loads((tmp_path / "models" / d / "manifest.json").read_text())["subjects_seen"]
+        out = model_dir(tmp_path / "models", d, 0)
+        assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mtm.pt", "vq.pt"]
+        seen = json.loads((out / "manifest.json").read_text())["subjects_seen"]
         assert list(seen) == [x for x in datasets if x != d]  # leave-one-dataset-out
         for stage in ("vq", "mtm"):
-            rows = json.loads((tmp_path / "metrics" / "pretrain_history" / stage / f"{d}.json").read_text())
+            rows = json.loads((tmp_path / "metrics" / "pretrain_history" / stage / d / "seed0.json").read_text())
             assert [r["epoch"] for r in rows] == [1] and rows[0]["stage"] == stage

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from aemg.model.stage import model_dir as stage_model_dir
 from aemg.vocabulary import GESTURES
 
 from conftest import SLICE_SUBJECTS, write_params
@@ -80,7 +81,7 @@ def test_token_store_events_index_the_signal(pipeline_run):
 def test_models_metrics_and_leak_free_manifest(pipeline_run):
     root, result = pipeline_run
     for dataset in DATASETS:
-        model_dir = root / "models" / dataset
+        model_dir = stage_model_dir(root / "models", dataset, 0)
         assert (model_dir / "vq.pt").exists() and (model_dir / "mtm.pt").exists()
         manifest = json.loads((model_dir / "manifest.json").read_text())
         assert dataset not in manifest["subjects_seen"]  # leave-one-dataset-out
@@ -91,11 +92,11 @@ def test_models_metrics_and_leak_free_manifest(pipeline_run):
         per = scores[scores.dataset == dataset]
         assert sorted(per.subject.unique()) == sorted(SLICE_SUBJECTS[dataset])
         assert len(per) == 3 * 3  # one row per subject x method
-        fixed = json.loads((root / "models-fixedwin" / dataset / "manifest.json").read_text())
+        fixed = json.loads((stage_model_dir(root / "models-fixedwin", dataset, 0) / "manifest.json").read_text())
         assert fixed["tokens"] == "fixed_window" and dataset not in fixed["subjects_seen"]
     myo = scores[(scores.dataset == "myo-armband-cote-allard") & (scores.method == "lda")]
     assert myo.accuracy.mean() > 1.5 / 7  # well above chance for 7 gestures
-    assert "lda" in result["table"]
+    assert "lda" in result["tables"][0][1]
     assert (root / "reports" / "README.md").exists() and any(p.endswith(".png") for p in result["reports"])
     pretrain = json.loads((root / "metrics" / "pretrain.json").read_text())
     assert 0 < pretrain["codebook_usage"] <= 1

@@ -7,7 +7,8 @@ channel RMS. A model is then pre-trained on those tokens of the other datasets (
 dataset out, as the event model), with the same preset and, per dataset, no more patches than
 the event model saw (so the ablation changes *what* is seen, not how much). Evaluation then uses
 the same trials (labelled events) and the same linear probe; only the pre-trained model differs
-(method ``aemg_probe_fixedwin``, model in ``<paths.models_fixedwin>/<dataset>``).
+(method ``aemg_probe_fixedwin``, model in ``<paths.models_fixedwin>/<dataset>/seed<k>``, one per
+pre-training seed: ``aemg.model.stage.model_dir``).
 
 ``aemg ablation`` (DVC stage ``ablation``, flow ``ablation``) runs :func:`pretrain_fixed_window`
 for every evaluated dataset when ``evaluate.methods`` lists ``aemg_probe_fixedwin``.
@@ -71,13 +72,13 @@ def fixed_window_tokenset(harmonized: Path, dataset: str, tp: dict[str, Any]) ->
 
 def pretrain_fixed_window(
     harmonized: Path, tokens_store: Path, out_dir: Path, evaluated: str, sources: list[str],
-    tp: dict[str, Any], pp: dict[str, Any], device: str | None = None,
+    tp: dict[str, Any], pp: dict[str, Any], seed: int, device: str | None = None,
 ) -> dict[str, Any]:
-    """The event model's recipe (``aemg.model.stage.pretrain_without``) on fixed-window tokens,
-    each dataset capped at the number of event patches its event model trains on."""
-    from aemg.model.config import preset
+    """The event model's recipe (``aemg.model.stage.pretrain_without``, same ``seed``) on
+    fixed-window tokens, each dataset capped at the number of event patches its event model
+    trains on."""
+    from aemg.model.stage import train_model
     from aemg.model.store_io import limit_patches, pretraining_rows, split_by_subject
-    from aemg.model.train import pretrain
 
     cap = int(pp.get("max_patches_per_dataset", 0))
     train_sets, heldout_sets, seen = [], [], {}
@@ -85,23 +86,22 @@ def pretrain_fixed_window(
         if dataset == evaluated or dataset in pp.get("exclude_datasets", []):
             continue
         ev_train, ev_held, n_chans = pretraining_rows(tokens_store, dataset, float(pp["heldout_fraction"]), cap,
-                                                      int(pp["seed"]))
+                                                      int(seed))
         if len(ev_train) + len(ev_held) == 0:
             continue
         n_train, n_held = len(ev_train) * n_chans, len(ev_held) * n_chans
         fixed = fixed_window_tokenset(harmonized, dataset, tp)
-        train, held = split_by_subject(fixed, float(pp["heldout_fraction"]), int(pp["seed"]))
-        train = limit_patches(train, max(n_train, train.n_chans), int(pp["seed"]))
-        held = limit_patches(held, max(n_held, held.n_chans), int(pp["seed"]))
+        train, held = split_by_subject(fixed, float(pp["heldout_fraction"]), int(seed))
+        train = limit_patches(train, max(n_train, train.n_chans), int(seed))
+        held = limit_patches(held, max(n_held, held.n_chans), int(seed))
         train_sets.append(train)
         if held.n_events:
             heldout_sets.append(held)
         seen[dataset] = sorted(set(fixed.subject.tolist()))
     if not train_sets or not heldout_sets:
         raise AemgError(f"{evaluated}: no other dataset to pre-train the fixed-window ablation on")
-    cfg = preset(pp["preset"], **{"seed": int(pp["seed"]), **pp["overrides"]})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = pretrain(train_sets, heldout_sets, cfg, out_dir, device=device, progress=False)
-    manifest = {"evaluated_dataset": evaluated, "preset": pp["preset"], "subjects_seen": seen, "tokens": "fixed_window"}
+    metrics = train_model(train_sets, heldout_sets, pp, seed, out_dir, device=device, progress=False)
+    manifest = {"evaluated_dataset": evaluated, "preset": pp["preset"], "seed": int(seed), "subjects_seen": seen,
+                "tokens": "fixed_window"}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return {k: metrics[k] for k in ("codebook_usage", "reconstruction_error", "masked_token_accuracy")}

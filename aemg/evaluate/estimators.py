@@ -274,15 +274,19 @@ class EventTransformerClassifier(TorchClassifier):
     "pretrained" (weights loaded from ``model_dir``; the whole network is fine-tuned, the
     backbone at ``lr·backbone_lr_scale``). ``config`` gives the architecture for "scratch"
     (default: the pre-trained model's, when ``model_dir`` has one, else ``cpu-small``).
+    ``rotation_deg``: electrode-shift augmentation of training batches only (each sentence's
+    electrode angles turned by one δ ~ U(-rotation_deg, rotation_deg), drawn from the fit's
+    seeded generator; see ``aemg.model.data.rotate_batch``); 0 = off.
     """
 
     def __init__(self, trials: Any = None, init: str = "scratch", model_dir: str | Path | None = None,
                  config: dict[str, Any] | None = None, backbone_lr_scale: float = 0.3,
                  epochs: int = 10, lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 512,
                  seed: int = 0, device: str | None = None, patch_budget: int | None = None, min_epochs: int = 2,
-                 pool: str = "channels"):
+                 pool: str = "channels", rotation_deg: float = 0.0):
         super().__init__(epochs, lr, weight_decay, batch_size, seed, device)
         self.pool = pool
+        self.rotation_deg = rotation_deg
         self.patch_budget = patch_budget
         self.min_epochs = min_epochs
         self.trials = trials
@@ -340,12 +344,14 @@ class EventTransformerClassifier(TorchClassifier):
         return len(plan_sentence_batches([self.trials.tokenset(np.asarray(X))], self.cfg_.max_patches, self.batch_size))
 
     def _batches(self, X: np.ndarray, y: np.ndarray | None, rng: np.random.Generator | None) -> Iterator[tuple[Any, Any, Any]]:
-        from aemg.model.data import collate_sentences, plan_sentence_batches
+        from aemg.model.data import collate_sentences, plan_sentence_batches, rotate_batch, rotation_angles
 
         X = np.asarray(X)
         ts = self.trials.tokenset(X)
         for items in plan_sentence_batches([ts], self.cfg_.max_patches, self.batch_size, rng):
             batch = collate_sentences([ts], items)
+            if rng is not None and self.rotation_deg:  # rng only while training
+                batch = rotate_batch(batch, rotation_angles(len(items), float(self.rotation_deg), rng))
             ev = batch.event_index
             local = ev[ev >= 0]
             target = None if y is None else torch.from_numpy(y[local]).long()

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -49,10 +50,6 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     for k, v in override.items():
         out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
-
-
-def needs_own_models(params: dict[str, Any], lever: str) -> bool:
-    return lever_params(params, lever)["pretrain"] != params["pretrain"]
 
 
 def lever_ep(ep: dict[str, Any], methods: list[str]) -> dict[str, Any]:
@@ -142,3 +139,31 @@ def format_ablation(rows: list[dict[str, Any]]) -> str:
             f"{_inner_cv_choice(r)} | {base} | {vs[0]} | {vs[1]} |")
     return "\n".join(lines)
 
+
+
+def run_lever(params: dict[str, Any], paths: dict[str, Path], lever: str, datasets: list[str],
+              log: Callable[[str], None] | None = None,
+              pretrain: Callable[..., Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Score lever ``lever`` on ``datasets``: (result rows tagged with ``lever``, fold manifests).
+
+    A lever that changes ``pretrain`` first trains its own models in
+    ``<paths.models_levers>/<lever>`` (``pretrain``: :func:`aemg.model.stage.pretrain_all` or a
+    flow's wrapper of it, same arguments).
+    """
+    from aemg.evaluate.run import evaluate_dataset
+    from aemg.evaluate.settings import resolve_grid
+    from aemg.model.stage import model_dir, pretrain_all, seeds_of
+
+    flipped = lever_params(params, lever)
+    root = paths["models"]
+    if flipped["pretrain"] != params["pretrain"]:
+        root = paths["models_levers"] / lever
+        (pretrain or pretrain_all)(paths["tokens"], root, flipped)
+    ep = lever_ep(resolve_grid(flipped["evaluate"]), params["levers"]["methods"])
+    rows, folds = [], {}
+    for ds in datasets:
+        res = evaluate_dataset(paths["tokens"], lambda seed, ds=ds: model_dir(root, ds, seed), ds, ep,
+                               paths["harmonized"], log=log, seeds=seeds_of(flipped["pretrain"]))
+        rows += [r | {"lever": lever} for r in res["rows"]]
+        folds[f"{ds}@{lever}"] = res["folds"]
+    return rows, folds

@@ -223,7 +223,6 @@ def run_folds(
     model_dirs: Callable[[int], Path | None] | None = None,
     leak_check: LeakCheck | None = None,
     log: Callable[[str], None] | None = None,
-    on_fold: Callable[[int], None] | None = None,
 ) -> LosoResult:
     """LOSO of every method (fraction 0) plus few-shot adaptation rows (fraction > 0).
 
@@ -249,8 +248,6 @@ def run_folds(
     fs_methods = {m.name for m in methods if m.name in set(few_shot_methods)}
     fracs = sorted({float(f) for f in fractions} | ({float(pool_fraction)} if fs_methods and fractions else set()))
     for fold_no, (subject, train, test) in enumerate(loso_folds(trials.subject)):
-        if on_fold:
-            on_fold(fold_no)
         train_subjects = sorted(set(trials.subject[train].tolist()))
         fold: dict[str, Any] = {
             "fold": fold_no, "protocol": protocol, "test_subject": subject, "train_subjects": train_subjects,

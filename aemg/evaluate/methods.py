@@ -99,6 +99,7 @@ def _transformer(init: str) -> Callable[[MethodContext], Any]:
             backbone_lr_scale=float(ep_get(c.ep, "finetune_lr_scale")),
             epochs=int(ep_get(c.ep, "transformer_epochs")), seed=c.seed, device=ep_get(c.ep, "device"),
             patch_budget=int(ep_get(c.ep, "transformer_patch_budget")) or None, pool=ep_get(c.ep, "aemg_pool"),
+            rotation_deg=float(ep_get(c.ep, "finetune_rotation_deg")),
         )
 
     return make

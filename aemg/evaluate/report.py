@@ -357,9 +357,10 @@ def build_report(params_path: str | Path | None = None, datasets: list[str] | No
     """Every figure whose inputs exist, plus ``reports/README.md``; returns the paths written.
 
     Reads ``metrics/loso.json``, ``metrics/loso_scores.csv``, ``metrics/loso_predictions.csv.gz``,
-    the harmonized and token stores and ``models/<dataset>/``.
+    the harmonized and token stores and the first seed's model ``models/<dataset>/seed<k>/``.
     """
     from aemg.errors import AemgError
+    from aemg.model.stage import model_dir, seeds_of
 
     params = load_params(params_path)
     paths = {k: Path(v) for k, v in params["paths"].items()}
@@ -375,9 +376,10 @@ def build_report(params_path: str | Path | None = None, datasets: list[str] | No
         figures += plot_confusions(summary, pd.read_csv(pred_file, dtype={"subject": str}), out)
     figures.append(plot_few_shot(summary, out))
     k = int(params["evaluate"].get("state_k", 13))
+    seed = seeds_of(params["pretrain"])[0]  # the figures show one model; every seed's looks alike
     for ds in datasets or sorted(summary):
-        figures.append(plot_event_raster(paths["harmonized"], paths["tokens"], paths["models"] / ds, ds, out))
-        figures.append(plot_codebook_prototypes(paths["tokens"], paths["models"] / ds, ds, out))
+        figures.append(plot_event_raster(paths["harmonized"], paths["tokens"], model_dir(paths["models"], ds, seed), ds, out))
+        figures.append(plot_codebook_prototypes(paths["tokens"], model_dir(paths["models"], ds, seed), ds, out))
         figures.append(plot_muscle_states(paths["harmonized"], paths["tokens"], ds, out, k=k))
     written = [p for p in figures if p is not None]
     ablation = write_ablation(scores, metrics, params, out)

@@ -102,7 +102,7 @@ def protocols_of(ep: dict[str, Any]) -> list[str]:
 
 def evaluate_trials(trials: Trials, ep: dict[str, Any], model_dir: Path | ModelDirs | None = None,
                     fixedwin_dir: Path | ModelDirs | None = None, log: Callable[[str], None] | None = None,
-                    on_fold: Callable[[int], None] | None = None, seeds: Sequence[int] = (0,)) -> dict[str, Any]:
+                    seeds: Sequence[int] = (0,)) -> dict[str, Any]:
     """LOSO of ``ep['methods']`` on raw trials under every protocol of ``evaluate.target_adaptation``
     (few-shot rows under strict zero-shot only), and the cross-session protocol where the trials
     have its sessions; see :func:`run_folds` and :func:`run_cross_session`."""
@@ -128,7 +128,7 @@ def evaluate_trials(trials: Trials, ep: dict[str, Any], model_dir: Path | ModelD
             pool_fraction=float(ep_get(ep, "few_shot_pool")),
             max_repeat=int(ep_get(ep, "few_shot_max_repeat")),
             seeds=seeds, inner_cv=inner_cv_of(ep), model_dirs=model_dirs, leak_check=leak_check,
-            log=log, on_fold=on_fold,
+            log=log,
         ))
     cs = ep_get(ep, "cross_session") or {}
     train_session, test_sessions = cs.get("train_session"), list(cs.get("test_sessions") or [])
@@ -148,33 +148,13 @@ def evaluate_dataset(tokens: Path, model_dir: Path | ModelDirs, dataset: str, ep
     """Trials of ``dataset`` from the token store, evaluated with the model of each seed in
     ``model_dir`` (and, for the fixed-window ablation, those in ``fixedwin_dir``)."""
     import torch
-    from threadpoolctl import threadpool_limits
 
-    from aemg.model.train import auto_num_threads
+    from aemg.runtime import cpu_threads, resolve_threads
 
-    # OpenMP threads spin at barriers: on a shared machine two threads on two busy cores run
-    # many times slower than one (a fold measured 17 min instead of 1), so the thread count is
-    # chosen again before every fold from the CPUs free at that moment; ``max_threads`` (or
-    # AEMG_NUM_THREADS) fixes it instead.
-    fixed = ep_get(ep, "max_threads")
-    before = torch.get_num_threads()
-    limiter = threadpool_limits(int(fixed or 1))
-
-    def choose_threads(fold_no: int) -> None:
-        nonlocal limiter
-        n = int(fixed or auto_num_threads())
-        if log and fold_no >= 0 and n != torch.get_num_threads():
-            log(f"{dataset}: fold {fold_no + 1}: {n} thread(s)")
-        torch.set_num_threads(n)
-        limiter.restore_original_limits()
-        limiter = threadpool_limits(n)
-
-    try:
-        choose_threads(-1)
+    # The thread count decides float results (reduction order), so it comes from params
+    # (evaluate.num_threads, or AEMG_NUM_THREADS), never from the machine's load.
+    with cpu_threads(resolve_threads(ep_get(ep, "num_threads"))):
         trials = load_trials(tokens, dataset, harmonized)
         if log:
-            log(f"{dataset}: {len(trials)} trials, {len(trials.subjects)} subjects, {torch.get_num_threads()} thread(s) at start")
-        return evaluate_trials(trials, ep, model_dir, fixedwin_dir, log, choose_threads, seeds)
-    finally:
-        limiter.restore_original_limits()
-        torch.set_num_threads(before)
+            log(f"{dataset}: {len(trials)} trials, {len(trials.subjects)} subjects, {torch.get_num_threads()} thread(s)")
+        return evaluate_trials(trials, ep, model_dir, fixedwin_dir, log, seeds)

@@ -19,20 +19,24 @@ from aemg.flows.common import resolve
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_task(dataset: str, tokens: Path, models: Path, ep: dict[str, Any], harmonized: Path | None = None,
-                  models_fixedwin: Path | None = None) -> dict[str, Any]:
+def evaluate_task(dataset: str, tokens: Path, models: Path, ep: dict[str, Any], seeds: list[int],
+                  harmonized: Path | None = None, models_fixedwin: Path | None = None) -> dict[str, Any]:
+    """One dataset, every seed's models (``models/<dataset>/seed<k>``)."""
     from aemg.evaluate.run import evaluate_dataset
+    from aemg.model.stage import model_dir
 
     logger = get_run_logger()
-    fixedwin = None if models_fixedwin is None else models_fixedwin / dataset
-    return evaluate_dataset(tokens, models / dataset, dataset, ep, harmonized, log=logger.info, fixedwin_dir=fixedwin)
+    fixedwin = None if models_fixedwin is None else (lambda seed: model_dir(models_fixedwin, dataset, seed))
+    return evaluate_dataset(tokens, lambda seed: model_dir(models, dataset, seed), dataset, ep, harmonized,
+                            log=logger.info, fixedwin_dir=fixedwin, seeds=seeds)
 
 
 @flow(name="evaluate")
 def evaluate_flow(params_path: str | None = None, tokens: str | None = None, grid: str | None = None) -> dict[str, Any]:
     """``grid`` overrides ``evaluate.grid`` (e.g. ``full`` for the paper-sized evaluation)."""
-    from aemg.evaluate.loso import check_folds, format_few_shot_table, format_table, write_metrics
+    from aemg.evaluate.loso import check_folds, format_tables, write_metrics
     from aemg.evaluate.settings import resolve_grid
+    from aemg.model.stage import seeds_of
     from aemg.store import list_groups
 
     params, paths = resolve(params_path, {"tokens": tokens})
@@ -40,11 +44,12 @@ def evaluate_flow(params_path: str | None = None, tokens: str | None = None, gri
     available = list_groups(paths["tokens"])
     datasets = [d for d in params["evaluate"]["datasets"] if d in available]
     logger = get_run_logger()
+    seeds = seeds_of(params["pretrain"])
     results, failures = {}, {}
     for ds in datasets:
         try:
             results[ds] = evaluate_task.with_options(name=f"evaluate-{ds}")(
-                ds, paths["tokens"], paths["models"], ep, paths["harmonized"], paths["models_fixedwin"]
+                ds, paths["tokens"], paths["models"], ep, seeds, paths["harmonized"], paths["models_fixedwin"]
             )
         except Exception as exc:
             failures[ds] = str(exc)
@@ -61,4 +66,4 @@ def evaluate_flow(params_path: str | None = None, tokens: str | None = None, gri
     check_folds(folds)
     if failures:
         raise AemgError("; ".join(failures.values()) + f" ({len(results)} other dataset(s) succeeded)")
-    return {"summary": summary, "table": format_table(summary), "few_shot_table": format_few_shot_table(summary)}
+    return {"summary": summary, "tables": format_tables(summary)}

@@ -1,4 +1,4 @@
-"""Flow ``pipeline``: harmonize -> tokenize -> pretrain -> ablation -> evaluate -> report, as subflows."""
+"""Flow ``pipeline``: harmonize -> tokenize -> pretrain -> ablation -> evaluate -> levers -> report, as subflows."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prefect import flow
 from aemg.flows.ablation import ablation_flow
 from aemg.flows.evaluate import evaluate_flow
 from aemg.flows.harmonize import harmonize_flow
+from aemg.flows.levers import levers_flow
 from aemg.flows.pretrain import pretrain_flow
 from aemg.flows.report import report_flow
 from aemg.flows.tokenize import tokenize_flow
@@ -21,4 +22,5 @@ def pipeline_flow(params_path: str | None = None, mirror: str | None = None, das
     pretrain_flow(params_path=params_path)
     ablation_flow(params_path=params_path)
     result = evaluate_flow(params_path=params_path)
+    levers_flow(params_path=params_path)
     return result | {"reports": report_flow(params_path=params_path)}

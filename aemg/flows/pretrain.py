@@ -1,4 +1,4 @@
-"""Flow ``pretrain``: one leave-one-dataset-out model per evaluated dataset (GPU when present)."""
+"""Flow ``pretrain``: one leave-one-dataset-out model per (evaluated dataset, seed) (GPU when present)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,23 @@ from aemg.flows.common import resolve
 
 
 @task(cache_policy=NO_CACHE)
-def pretrain_task(tokens: Path, models: Path, evaluated: str, sources: list[str], pp: dict[str, Any], resume: bool) -> dict[str, Any]:
+def pretrain_task(tokens: Path, out_dir: Path, evaluated: str, sources: list[str], pp: dict[str, Any], seed: int,
+                  resume: bool) -> dict[str, Any]:
     from aemg.model.stage import pretrain_without
 
-    return pretrain_without(tokens, models / evaluated, evaluated, sources, pp, resume=resume)
+    return pretrain_without(tokens, out_dir, evaluated, sources, pp, seed, resume=resume)
 
 
 @flow(name="pretrain")
 def pretrain_flow(params_path: str | None = None, tokens: str | None = None, resume: bool = False) -> dict[str, Any]:
-    from aemg.model.stage import datasets_to_model, write_metrics
+    from aemg.model.stage import pretrain_all, write_metrics
 
     params, paths = resolve(params_path, {"tokens": tokens})
-    sources, evaluated = datasets_to_model(paths["tokens"], params)
-    per_model = {
-        d: pretrain_task.with_options(name=f"pretrain-without-{d}")(paths["tokens"], paths["models"], d, sources, params["pretrain"], resume)
-        for d in evaluated
-    }
+
+    def run(tokens: Path, out_dir: Path, d: str, sources: list[str], pp: dict[str, Any], seed: int,
+            device: str | None = None, resume: bool = False) -> dict[str, Any]:
+        return pretrain_task.with_options(name=f"pretrain-without-{d}-seed{seed}")(
+            tokens, out_dir, d, sources, pp, seed, resume)
+
+    per_model = pretrain_all(paths["tokens"], paths["models"], params, resume=resume, run=run)
     return write_metrics(paths["metrics"], per_model)["models"]

@@ -48,6 +48,10 @@ class ModelConfig:
       lr, weight_decay, warmup_frac: AdamW with linear warm-up then cosine decay to lr/10.
       epochs_vq, epochs_mtm: epochs of stage 1 and stage 2.
       seed: seeds torch and numpy; resume reproduces an uninterrupted run exactly (CPU).
+    Augmentation
+      rotation_deg: training only, every sentence (stage 2) or patch (stage 1) has all its
+        electrode angles turned by one δ ~ U(-rotation_deg, rotation_deg): circumferential
+        arrays are worn rotated from person to person. 0 = off.
     """
 
     n_times: int = 50
@@ -74,6 +78,7 @@ class ModelConfig:
     epochs_vq: int = 8
     epochs_mtm: int = 12
     seed: int = 0
+    rotation_deg: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -89,6 +94,8 @@ class ModelConfig:
             problems.append(f"ema_decay={self.ema_decay} must lie in [0, 1)")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must lie in [0, 1)")
+        if not 0.0 <= self.rotation_deg <= 180.0:
+            problems.append(f"rotation_deg={self.rotation_deg} must lie in [0, 180]")
         for name in ("n_times", "width", "depth", "heads", "conv_channels", "codebook_size",
                      "code_dim", "n_order", "max_patches", "batch_size", "dead_code_threshold"):
             if getattr(self, name) < 1:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from aemg.model.config import ModelConfigError
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 @dataclass
@@ -219,6 +222,41 @@ def collate_sentences(
             out_codes[b, :n] = codes[s][ev].reshape(n)
     return SentenceBatch(patches, positions, channel, onset, order, event, padding,
                          event_index, set_index, out_codes)
+
+
+def rotation_angles(n: int, max_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """``n`` angles in degrees drawn from U(-max_deg, max_deg) (zeros when ``max_deg`` is 0,
+    without touching ``rng``)."""
+    if not max_deg:
+        return np.zeros(n)
+    return rng.uniform(-max_deg, max_deg, n)
+
+
+def rotate_positions(positions: ArrayT, delta_deg: np.ndarray | torch.Tensor) -> ArrayT:
+    """Electrode positions ``(..., 3)`` = (cos, sin, distance) turned by ``delta_deg`` about the
+    limb axis; ``delta_deg`` broadcasts against ``positions[..., 0]``.
+
+    Circumferential arrays are worn rotated from person to person: turning every electrode of
+    a sentence by one angle simulates that. The distance is kept, and a channel of unknown
+    position ((0, 0) in the angle columns) stays unknown.
+    """
+    if isinstance(positions, torch.Tensor):
+        rad = torch.deg2rad(torch.as_tensor(delta_deg, dtype=torch.float64, device=positions.device))
+        c, s = torch.cos(rad).to(positions.dtype), torch.sin(rad).to(positions.dtype)
+    else:
+        rad = np.deg2rad(np.asarray(delta_deg, dtype=np.float64))
+        c, s = np.cos(rad).astype(positions.dtype), np.sin(rad).astype(positions.dtype)
+    x, y = positions[..., 0], positions[..., 1]
+    out = positions * 1  # a copy of the same type
+    out[..., 0] = x * c - y * s
+    out[..., 1] = x * s + y * c
+    return out
+
+
+def rotate_batch(batch: SentenceBatch, delta_deg: np.ndarray) -> SentenceBatch:
+    """``batch`` with every patch of sequence ``b`` turned by ``delta_deg[b]`` degrees (see
+    :func:`rotate_positions`); training-time augmentation only, signal untouched."""
+    return replace(batch, positions=rotate_positions(batch.positions, np.asarray(delta_deg)[:, None]))
 
 
 def plan_sentence_batches(

@@ -19,10 +19,16 @@ def open_events(tokens_store: Path, dataset: str) -> xr.Dataset:
 
 
 def electrode_positions(events: xr.Dataset) -> np.ndarray:
-    """(cos angle, sin angle, distance) per channel; unknown coordinates become 0."""
-    angle = np.deg2rad(np.nan_to_num(events["angle_deg"].values.astype(np.float64)))
+    """(cos angle, sin angle, distance) per channel; unknown coordinates become 0.
+
+    An unknown angle gives (0, 0), not the (1, 0) of angle 0: it is then told apart from a
+    known electrode at 0 degrees and stays put when training turns the array (rotation_deg).
+    """
+    raw = events["angle_deg"].values.astype(np.float64)
+    known = np.isfinite(raw)
+    angle = np.deg2rad(np.where(known, raw, 0.0))
     distance = np.nan_to_num(events["distance"].values.astype(np.float64))
-    return np.stack([np.cos(angle), np.sin(angle), distance], axis=1).astype(np.float32)
+    return np.stack([np.cos(angle) * known, np.sin(angle) * known, distance], axis=1).astype(np.float32)
 
 
 def load_tokenset(tokens_store: Path, dataset: str, index: np.ndarray | None = None) -> TokenSet:

@@ -5,13 +5,25 @@ strings, saved atomically after every epoch and loaded with ``torch.load(weights
 ``{"config", "data_hash", "heldout_hash", "stage", "state_dict", "optimizer", "epoch",
 "complete", "rng", "history"}`` (+ ``"most_frequent_code"`` in mtm.pt).
 
-Randomness: ``torch.manual_seed(cfg.seed)`` (and ``np.random.seed``) at the start; data order
-of epoch e of stage s comes from ``np.random.default_rng([seed, s, e])``; masks, dropout,
-k-means and dead-code restarts use the global torch RNG, whose state (CPU and CUDA) is saved
-each epoch and restored on resume; the MTM is initialised from ``seed + 1``; held-out masks
-use a private generator. On CPU, an interrupted run resumed with ``resume=True`` ends with
-weights identical (``torch.equal``) to an uninterrupted one. On CUDA, atomics in index_add and
-attention backward may differ in the last bits.
+Randomness: :func:`aemg.runtime.deterministic` (``cfg.seed``: python, numpy, torch, and
+deterministic kernels) at the start; data order of epoch e of stage s comes from
+``np.random.default_rng([seed, s, e])``, the electrode rotations (``cfg.rotation_deg``) of
+stage s from ``default_rng([seed, s + 2, e])``; masks, dropout, k-means and dead-code restarts
+use the global torch RNG, whose state (CPU and CUDA) is saved each epoch and restored on
+resume; the MTM is initialised from ``seed + 1``; held-out masks use a private generator.
+The CPU thread count is an argument (params ``pretrain.num_threads``), never the machine's
+load, and is saved in the checkpoints. On CPU, an interrupted run resumed with
+``resume=True`` ends with weights identical (``torch.equal``) to an uninterrupted one. On
+CUDA the deterministic kernels make two runs on the same GPU model repeat; across GPU models
+or library versions the last bits may differ.
+
+Budget: with ``budget_s``, stage 1 may spend ``budget_s * epochs_vq / (epochs_vq + epochs_mtm)``
+seconds and stage 2 what is left of ``budget_s``; an epoch starts only while the stage's time
+so far plus its mean epoch time fits its share (the first epoch always runs). The stop is
+recorded (``budget`` in the result, ``budget_left_s`` per epoch in the history, ``budget_stopped``
+in the checkpoints). Where the stop falls depends on the machine's speed, so budget-stopped runs
+are neither reproducible across machines nor exactly resumable: a resumed run keeps a
+budget-stopped stage as it is and goes on with the next one.
 
 Data parallel: inside a ``torch.distributed`` process group (``torchrun``, see
 :mod:`aemg.model.distributed` and :mod:`aemg.model.train_cli`) both models train wrapped in
@@ -29,7 +41,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -51,12 +63,16 @@ from aemg.model.data import (
     collate_sentences,
     content_hash,
     plan_sentence_batches,
+    rotate_batch,
+    rotate_positions,
+    rotation_angles,
     sentence_batches,
 )
 from aemg.model.distributed import World, current
 from aemg.model.mtm import MaskedTokenModel, masked_token_loss, pool_channels, random_mask
 from aemg.model.tokenizer import Tokenizer
 from aemg.model.vq import codebook_stats
+from aemg.runtime import cpu_threads, deterministic, resolve_threads
 
 VQ_FILE = "vq.pt"
 MTM_FILE = "mtm.pt"
@@ -84,50 +100,6 @@ def _elapsed(t0: float, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - t0
-
-
-def _busy_elsewhere() -> float:
-    """Runnable tasks other than this one: median of a few /proc/loadavg snapshots (Linux),
-    else the 1-minute load average."""
-    samples = []
-    try:
-        for _ in range(5):
-            with open("/proc/loadavg") as f:
-                samples.append(int(f.read().split()[3].split("/")[0]) - 1)
-            time.sleep(0.02)
-        return float(np.median(samples))
-    except (OSError, ValueError, IndexError):
-        try:
-            return os.getloadavg()[0]
-        except OSError:
-            return 0.0
-
-
-def auto_num_threads() -> int:
-    """CPU threads for training: ``AEMG_NUM_THREADS`` if set, else the CPUs this process may
-    use minus the tasks running elsewhere right now (at least 1).
-
-    OpenMP threads spin at barriers: on a machine shared with other busy processes, two
-    threads on two cores measured 5-20x slower than one thread (and 1.6x faster when idle).
-    """
-    env = os.environ.get("AEMG_NUM_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, int(cpus - _busy_elsewhere() + 0.5)))
-
-
-@contextmanager
-def _cpu_threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _lr_at(cfg: ModelConfig, progress: float) -> float:
@@ -277,6 +249,32 @@ class _Budget:
         return True
 
 
+class _Clock:
+    """Wall-time shares of ``budget_s`` per stage (see the module docstring); unbounded
+    without a budget. Counts the time of this call only."""
+
+    def __init__(self, budget_s: float | None, cfg: ModelConfig, world: World, device: torch.device):
+        self.total = float(budget_s) if budget_s else None
+        n = cfg.epochs_vq + cfg.epochs_mtm
+        self.shares = {"vq": (self.total or 0.0) * cfg.epochs_vq / max(1, n)}
+        self.epochs: dict[str, list[float]] = {"vq": [], "mtm": []}
+        self.world, self.device = world, device
+
+    def left(self, stage: str) -> float:
+        """Seconds of the stage's share not yet spent (stage 2 gets what stage 1 left)."""
+        share = self.shares["vq"] if stage == "vq" else (self.total or 0.0) - sum(self.epochs["vq"])
+        return share - sum(self.epochs[stage])
+
+    def fits(self, stage: str) -> bool:
+        """Whether one more epoch (at this stage's mean epoch time) fits its share; the first
+        epoch always does. Rank 0 decides for every rank, so that they stop together."""
+        spent = self.epochs[stage]
+        if self.total is None or not spent:
+            return True
+        ok = torch.tensor([int(self.left(stage) >= sum(spent) / len(spent))], device=self.device)
+        return bool(self.world.from_main(ok).item())
+
+
 # --------------------------------------------------------------------------- stage 1
 @torch.no_grad()
 def _eval_vq(model: Tokenizer, flat: dict[str, torch.Tensor], device: torch.device, bs: int) -> dict[str, float]:
@@ -304,6 +302,8 @@ def _train_vq_epoch(model, opt, flat, cfg, epoch, device, bar, world: World | No
     model.train()
     n = flat["patches"].shape[0]
     perm = torch.from_numpy(np.random.default_rng([cfg.seed, 1, epoch]).permutation(n)).to(device)
+    turn = (torch.from_numpy(rotation_angles(n, cfg.rotation_deg, np.random.default_rng([cfg.seed, 3, epoch])))
+            .to(device) if cfg.rotation_deg else None)  # one angle per patch: stage 1 encodes patches alone
     n_steps = math.ceil(n / cfg.batch_size)
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     t0 = time.perf_counter()
@@ -312,8 +312,9 @@ def _train_vq_epoch(model, opt, flat, cfg, epoch, device, bar, world: World | No
         lr = _lr_at(cfg, (epoch + step / n_steps) / max(1, cfg.epochs_vq))
         for g in opt.param_groups:
             g["lr"] = lr
+        positions = flat["positions"][idx] if turn is None else rotate_positions(flat["positions"][idx], turn[idx])
         with _autocast(device):
-            out = model(flat["patches"][idx], flat["positions"][idx], flat["channel"][idx],
+            out = model(flat["patches"][idx], positions, flat["channel"][idx],
                         flat["onset"][idx], flat["order"][idx])
         opt.zero_grad(set_to_none=True)
         (out.loss * weight).backward()
@@ -377,6 +378,7 @@ def _train_mtm_epoch(model, opt, token_sets, codes, cfg, epoch, device, bar, wor
     model.train()
     plan = plan_sentence_batches(token_sets, cfg.max_patches, cfg.batch_size,
                                  rng=np.random.default_rng([cfg.seed, 2, epoch]))
+    turn_rng = np.random.default_rng([cfg.seed, 4, epoch])
     n_steps = len(plan)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -388,7 +390,10 @@ def _train_mtm_epoch(model, opt, token_sets, codes, cfg, epoch, device, bar, wor
     for step, items in enumerate(plan):
         mine, weight = world.shard(items)
         keep = int(weight > 0)  # 0 where this rank only holds a placeholder sequence
+        turns = rotation_angles(len(items), cfg.rotation_deg, turn_rng)  # drawn for the global batch
         batch = collate_sentences(token_sets, mine, codes=codes)
+        if cfg.rotation_deg:
+            batch = rotate_batch(batch, world.shard(turns)[0])
         n_patches += batch.n_patches * keep
         batch = batch.to(device)
         lr = _lr_at(cfg, (epoch + step / n_steps) / max(1, cfg.epochs_mtm))
@@ -434,6 +439,7 @@ def pretrain(
     *,
     max_epochs: int | None = None,
     num_threads: int | None = None,
+    budget_s: float | None = None,
 ) -> dict:
     """Train stage 1 (VQ tokenizer) then stage 2 (masked-token model); see module docstring.
 
@@ -445,9 +451,12 @@ def pretrain(
     max_epochs: stop after this many epochs (both stages together) in this call, e.g. for
       time-boxed jobs; a later ``resume=True`` call carries on. The result then has
       ``complete=False``.
-    num_threads: torch CPU threads; default: the count saved in the checkpoint when resuming
-      (the thread count changes the last bits of CPU results, so exact resume keeps it), else
-      :func:`auto_num_threads`. Ignored on CUDA.
+    num_threads: torch CPU threads per process (params ``pretrain.num_threads``; the
+      ``AEMG_NUM_THREADS`` environment variable overrides it, see :mod:`aemg.runtime`);
+      default: the count saved in the checkpoint when resuming (the thread count changes the
+      last bits of CPU results, so exact resume keeps it), else 1. Ignored on CUDA.
+    budget_s: wall-time budget of this call in seconds (None or 0: none); see the module
+      docstring. The result's ``budget`` says which stages it stopped and after how many epochs.
 
     Returns held-out ``codebook_usage``, ``codebook_perplexity``, ``reconstruction_error``
     (MSE / variance of the held-out patches), ``masked_token_accuracy``,
@@ -468,7 +477,9 @@ def pretrain(
     progress = progress and world.is_main
     if num_threads is None and resume and vq_path.exists():
         num_threads = load_checkpoint(vq_path).get("num_threads")
-    num_threads = int(num_threads or max(1, auto_num_threads() // world.size))  # ranks share the CPUs
+    num_threads = resolve_threads(num_threads or 1)
+    clock = _Clock(budget_s, cfg, world, dev)
+    stopped: dict[str, bool] = {"vq": False, "mtm": False}
     result: dict[str, Any] = {
         "device": str(dev), "data_hash": data_hash, "heldout_hash": heldout_hash,
         "n_train_events": sum(ts.n_events for ts in train),
@@ -478,12 +489,16 @@ def pretrain(
         "world_size": world.size,
     }
 
+    def budget_report() -> dict[str, Any]:
+        return {"budget_s": clock.total, "stopped": [k for k, v in stopped.items() if v],
+                "epochs_vq": len(vq_hist.get("epoch", [])), "epochs_mtm": len(mtm_hist.get("epoch", []))}
+
     def base_ck(stage: str, model, opt, epoch: int, complete: bool, history: dict) -> dict[str, Any]:
         rng = world.gather(_rng_state())  # a collective: every rank builds every checkpoint
         return {"config": asdict(cfg), "data_hash": data_hash, "heldout_hash": heldout_hash, "stage": stage,
                 "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                 "complete": complete, "rng": rng[0], "rng_ranks": rng, "history": history,
-                "num_threads": num_threads}
+                "num_threads": num_threads, "budget_stopped": stopped[stage]}
 
     def save(path: Path, ck: dict[str, Any]) -> None:
         if world.is_main:
@@ -494,15 +509,16 @@ def pretrain(
         opt.load_state_dict(ck["optimizer"])
         ranks = ck.get("rng_ranks", [])
         _set_rng_state(ranks[world.rank] if len(ranks) == world.size else ck["rng"])
+        stopped[ck["stage"]] = bool(ck.get("budget_stopped", False))
         return int(ck["epoch"]), ck["history"]
 
-    with _cpu_threads(num_threads) if dev.type == "cpu" else nullcontext(), _progress(progress) as bars:
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
+    vq_hist: dict[str, list] = {}
+    mtm_hist: dict[str, list] = {}
+    with cpu_threads(num_threads) if dev.type == "cpu" else nullcontext(), _progress(progress) as bars:
+        deterministic(cfg.seed)
         # ---------------- stage 1
         vq_model = Tokenizer(cfg).to(dev)
         vq_opt = _optimizer(vq_model, cfg)
-        vq_hist: dict[str, list] = {}
         start = 0
         loaded_vq = resume and vq_path.exists()
         if loaded_vq:
@@ -522,14 +538,23 @@ def pretrain(
         vq_train = _parallel(vq_model, dev, world)
         vq_eval: dict[str, float] | None = None
         for epoch in range(start, cfg.epochs_vq):
+            if stopped["vq"]:
+                break
             if not budget.take():
                 return {**result, "complete": False, "history": {"vq": vq_hist, "mtm": {}},
-                        "wall_time_s": time.perf_counter() - t_start}
+                        "budget": budget_report(), "wall_time_s": time.perf_counter() - t_start}
+            if not clock.fits("vq"):
+                stopped["vq"] = True
+                save(vq_path, base_ck("vq", vq_model, vq_opt, epoch, False, vq_hist))
+                break
+            t_epoch = time.perf_counter()
             n_steps = math.ceil(train_flat["patches"].shape[0] / cfg.batch_size)
             task = bars.add_task(f"vq  {epoch + 1}/{cfg.epochs_vq}", total=n_steps, loss="-", rate="")
             stats = _train_vq_epoch(vq_train, vq_opt, train_flat, cfg, epoch, dev, (bars, task), world)
             vq_eval = _eval_vq(vq_model, held_flat, dev, max(cfg.batch_size, 8192))
-            _append(vq_hist, epoch, stats, {f"heldout_{k}": v for k, v in vq_eval.items()})
+            clock.epochs["vq"].append(_elapsed(t_epoch, dev))
+            _append(vq_hist, epoch, stats, {f"heldout_{k}": v for k, v in vq_eval.items()},
+                    {"budget_left_s": clock.left("vq")} if clock.total else {})
             save(vq_path, base_ck("vq", vq_model, vq_opt, epoch + 1, epoch + 1 == cfg.epochs_vq, vq_hist))
         if cfg.epochs_vq == 0 and not loaded_vq:
             save(vq_path, base_ck("vq", vq_model, vq_opt, 0, True, vq_hist))
@@ -549,7 +574,6 @@ def pretrain(
         torch.manual_seed(cfg.seed + 1)
         mtm = MaskedTokenModel(cfg).to(dev)
         mtm_opt = _optimizer(mtm, cfg)
-        mtm_hist: dict[str, list] = {}
         start = 0
         loaded_mtm = loaded_vq and mtm_path.exists()  # without a resumed vq.pt, mtm.pt was removed
         if loaded_mtm:
@@ -565,13 +589,22 @@ def pretrain(
             return ck
 
         for epoch in range(start, cfg.epochs_mtm):
+            if stopped["mtm"]:
+                break
             if not budget.take():
                 return {**result, "complete": False, "history": {"vq": vq_hist, "mtm": mtm_hist},
-                        "wall_time_s": time.perf_counter() - t_start}
+                        "budget": budget_report(), "wall_time_s": time.perf_counter() - t_start}
+            if not clock.fits("mtm"):
+                stopped["mtm"] = True
+                save(mtm_path, mtm_ck(epoch))
+                break
+            t_epoch = time.perf_counter()
             task = bars.add_task(f"mtm {epoch + 1}/{cfg.epochs_mtm}", total=None, loss="-", rate="")
             stats = _train_mtm_epoch(mtm_train, mtm_opt, train, train_codes, cfg, epoch, dev, (bars, task), world)
             mtm_eval = _eval_mtm(mtm, heldout, held_codes, cfg, dev, most_frequent)
-            _append(mtm_hist, epoch, stats, {f"heldout_{k}": v for k, v in mtm_eval.items()})
+            clock.epochs["mtm"].append(_elapsed(t_epoch, dev))
+            _append(mtm_hist, epoch, stats, {f"heldout_{k}": v for k, v in mtm_eval.items()},
+                    {"budget_left_s": clock.left("mtm")} if clock.total else {})
             save(mtm_path, mtm_ck(epoch + 1))
         if not loaded_mtm and cfg.epochs_mtm == 0:
             save(mtm_path, mtm_ck(start))
@@ -585,7 +618,7 @@ def pretrain(
             "aemg.model's DDP path; train with one process (no torchrun) meanwhile."
         )
     result.update({"most_frequent_code": most_frequent, "complete": True, "weights_sha256": fingerprint,
-                   "history": {"vq": vq_hist, "mtm": mtm_hist},
+                   "history": {"vq": vq_hist, "mtm": mtm_hist}, "budget": budget_report(),
                    "wall_time_s": time.perf_counter() - t_start})
     return result
 
@@ -654,4 +687,4 @@ def embed_tokens(
     return out
 
 
-__all__ = ["auto_num_threads", "compute_codes", "embed_tokens", "load_checkpoint", "load_model", "pretrain", "resolve_device"]
+__all__ = ["compute_codes", "embed_tokens", "load_checkpoint", "load_model", "pretrain", "resolve_device"]

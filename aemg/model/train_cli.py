@@ -2,8 +2,8 @@
 
     torchrun --standalone --nproc_per_node=4 -m aemg.model.train_cli --params params.yaml
 
-Does what ``aemg pretrain`` does (one leave-one-dataset-out model per evaluated dataset, the
-same ``models/<id>/`` checkpoints, ``metrics/pretrain.json`` and ``metrics/pretrain_history/``)
+Does what ``aemg pretrain`` does (one leave-one-dataset-out model per evaluated dataset and
+seed, the same ``models/<id>/seed<k>/`` checkpoints, ``metrics/pretrain.json`` and ``metrics/pretrain_history/``)
 with one process per device and ``DistributedDataParallel`` (see :mod:`aemg.model.distributed`).
 It runs without Prefect: each rank would otherwise start its own ephemeral Prefect server on
 the same database. Without ``torchrun`` it is a plain single-process run.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aemg.errors import AemgError
 from aemg.model import distributed
-from aemg.model.stage import datasets_to_model, pretrain_without, write_metrics
+from aemg.model.stage import pretrain_all, write_metrics
 from aemg.params import load_params
 
 
@@ -34,15 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens = Path(args.tokens) if args.tokens else paths["tokens"]
     world, device = distributed.init_from_env(args.device)
     try:
-        sources, evaluated = datasets_to_model(tokens, params)
-        if not evaluated:
-            raise AemgError(
-                f"{tokens}: none of evaluate.datasets {params['evaluate']['datasets']} is tokenized "
-                f"(found {sources}). Fix: run `aemg tokenize` first."
-            )
-        per_model = {d: pretrain_without(tokens, paths["models"] / d, d, sources, params["pretrain"],
-                                         device=device, resume=args.resume)
-                     for d in evaluated}
+        per_model = pretrain_all(tokens, paths["models"], params, device=device, resume=args.resume)
         if world.is_main:
             summary = write_metrics(paths["metrics"], per_model)
             print(json.dumps({k: v for k, v in summary.items() if k != "models"}))
