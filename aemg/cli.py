@@ -183,7 +183,7 @@ def pretrain(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None, resume
 
 @app.command()
 def ablation(params: ParamsOpt = "params.yaml", tokens: TokensOpt = None) -> None:
-    """Pre-train the fixed-window ablation models (when evaluate.methods lists aemg_probe_fixedwin)."""
+    """Pre-train the fixed-window ablation models (when the evaluation grid lists aemg_probe_fixedwin)."""
     from aemg.flows.ablation import ablation_flow
 
     _print_summary(_run(ablation_flow, params_path=params, tokens=tokens))

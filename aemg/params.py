@@ -95,8 +95,11 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "grid": "demo",
         "grids": {
-            "demo": {"few_shot_methods": ["lda", "svm", "aemg_probe"], "few_shot_fractions": [0.05, 0.2]},
+            "demo": {"methods": ["lda", "svm", "cnn", "state_svm", "aemg_probe"],
+                     "few_shot_methods": ["lda", "svm", "aemg_probe"], "few_shot_fractions": [0.05, 0.2]},
             "full": {
+                "methods": ["lda", "svm", "cnn", "state_svm", "state_vit", "transformer_scratch",
+                            "aemg_probe", "aemg_finetune", "aemg_probe_fixedwin"],
                 "few_shot_methods": ["lda", "svm", "state_svm", "aemg_probe"],
                 "few_shot_fractions": [0.01, 0.05, 0.1, 0.2, 0.4, 0.8],
             },
@@ -142,7 +145,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "levers": {
         "methods": ["aemg_probe"],
-        "run": ["no_inner_cv", "mean_pool", "no_amplitude_embedding"],
+        "run": ["no_inner_cv", "mean_pool"],
         "variants": {
             "no_inner_cv": {"evaluate": {"inner_cv": {"methods": []}}},
             "mean_pool": {"evaluate": {"aemg_pool": "mean"}},

@@ -11,7 +11,7 @@ the same trials (labelled events) and the same linear probe; only the pre-traine
 pre-training seed: ``aemg.model.stage.model_dir``).
 
 ``aemg ablation`` (DVC stage ``ablation``, flow ``ablation``) runs :func:`pretrain_fixed_window`
-for every evaluated dataset when ``evaluate.methods`` lists ``aemg_probe_fixedwin``.
+for every evaluated dataset when the evaluation grid's methods list ``aemg_probe_fixedwin``.
 """
 
 from __future__ import annotations

@@ -548,7 +548,8 @@ def write_metrics(rows: list[dict[str, Any]], metrics_dir: Path, *, few_shot_zer
     summary = summarize(table, zero)
     (metrics_dir / "loso.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     if predictions is not None:
-        pd.DataFrame(predictions, columns=PREDICTION_COLUMNS).to_csv(metrics_dir / "loso_predictions.csv.gz", index=False)
+        pd.DataFrame(predictions, columns=PREDICTION_COLUMNS).to_csv(  # mtime 0: same results, same bytes
+            metrics_dir / "loso_predictions.csv.gz", index=False, compression={"method": "gzip", "mtime": 0})
     if folds is not None:
         (metrics_dir / "folds.json").write_text(json.dumps(folds, indent=1, sort_keys=True))
     return summary

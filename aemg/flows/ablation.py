@@ -1,7 +1,7 @@
 """Flow ``ablation``: the fixed-window models of AEMG's own ablation, one per evaluated dataset and
 pre-training seed (``<paths.models_fixedwin>/<dataset>/seed<k>``, see ``aemg.model.stage.model_dir``).
 
-Runs only when ``evaluate.methods`` lists ``aemg_probe_fixedwin``; the output folder is created
+Runs only when the evaluation grid's methods list ``aemg_probe_fixedwin``; the output folder is created
 either way so that DVC always finds the stage's output.
 """
 
@@ -28,11 +28,12 @@ def fixed_window_task(harmonized: Path, tokens: Path, out_dir: Path, evaluated: 
 
 @flow(name="ablation")
 def ablation_flow(params_path: str | None = None, tokens: str | None = None) -> dict[str, Any]:
+    from aemg.evaluate.settings import resolve_grid
     from aemg.model.stage import datasets_to_model, model_dir, seeds_of
 
     params, paths = resolve(params_path, {"tokens": tokens})
     paths["models_fixedwin"].mkdir(parents=True, exist_ok=True)
-    if ABLATION_METHOD not in params["evaluate"]["methods"]:
+    if ABLATION_METHOD not in resolve_grid(params["evaluate"])["methods"]:
         return {}
     sources, evaluated = datasets_to_model(paths["tokens"], params)
     return {
