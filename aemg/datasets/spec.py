@@ -21,12 +21,12 @@ from aemg.vocabulary import GESTURES
 
 ACCESS_KINDS = ("open", "manual")
 SIGNAL_KINDS = ("emg", "envelope")
-PATTERN_FIELDS = ("subject", "session", "gesture", "repetition", "index")
+PATTERN_FIELDS = ("subject", "session", "gesture", "repetition", "index", "part")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATASET_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 KNOWN_KEYS = frozenset(
     "id title citation doi licence access device format sfreq units scale_to_volts signal channels gestures "
-    "pattern n_subjects files file_grid base_url archive urls reader_options quirks manual_instructions".split()
+    "pattern parts n_subjects files file_grid base_url archive urls reader_options quirks manual_instructions".split()
 )
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader parses large specs 7x faster
 
@@ -75,6 +75,7 @@ class DatasetSpec:
     quirks: tuple[str, ...] = ()
     manual_instructions: str = ""
     urls: tuple[str, ...] = ()
+    parts: Mapping[str, str] = field(default_factory=dict)
     source: str = "builtin"
 
     @property
@@ -86,9 +87,20 @@ class DatasetSpec:
         return [c.name for c in self.channels]
 
     def match(self, relpath: str) -> dict[str, str] | None:
-        """Fields (subject, session, gesture, repetition, index) a data file's path yields."""
+        """Fields (subject, session, gesture, repetition, index) a data file's path yields.
+
+        A dataset published in parts whose subject names repeat (Myo: ``PreTrainingDataset/Male0`` and
+        ``EvaluationDataset/Male0`` are different people) captures the part too: the subject id then
+        carries it (``pre-Male0``), so two people never share an id anywhere downstream.
+        """
         m = re.fullmatch(self.pattern, relpath)
-        return None if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
+        if m is None:
+            return None
+        fields = {k: v for k, v in m.groupdict().items() if v is not None}
+        part = fields.pop("part", None)
+        if part is not None:
+            fields["subject"] = f"{self.parts.get(part, part)}-{fields['subject']}"
+        return fields
 
     def data_files(self) -> list[str]:
         """Files that hold signals (matched by the pattern), in a stable order."""
@@ -238,6 +250,10 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
     if scale is not None and not isinstance(scale, (int, float)):
         errors.append(f"'scale_to_volts' must be a number or null, got {scale!r}")
     channels = _channels(data.get("channels"), errors)
+    parts = data.get("parts") or {}
+    if not isinstance(parts, Mapping) or not all(isinstance(v, str) and v for v in parts.values()):
+        errors.append(f"'parts' must map a part folder to a short non-empty name (pre, eval), got {parts!r}")
+        parts = {}
     gestures = _gestures(data.get("gestures"), errors)
     files = _grid_files(data.get("file_grid"), errors) | (
         _files(data["files"], errors) if "files" in data or "file_grid" not in data else {}
@@ -288,6 +304,7 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
         quirks=tuple(data.get("quirks") or ()),
         manual_instructions=str(data.get("manual_instructions", "")),
         urls=tuple(str(u) for u in data.get("urls") or ()),
+        parts={str(k): v for k, v in parts.items()},
         source=source,
     )
 
