@@ -26,7 +26,7 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATASET_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 KNOWN_KEYS = frozenset(
     "id title citation doi licence access device format sfreq units scale_to_volts signal channels gestures "
-    "pattern parts n_subjects files file_grid base_url archive urls reader_options quirks manual_instructions".split()
+    "pattern parts reader_checked n_subjects files file_grid base_url archive urls reader_options quirks manual_instructions".split()
 )
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader parses large specs 7x faster
 
@@ -76,6 +76,7 @@ class DatasetSpec:
     manual_instructions: str = ""
     urls: tuple[str, ...] = ()
     parts: Mapping[str, str] = field(default_factory=dict)
+    reader_checked: bool = False  # the reader has run on the dataset's real files (not only on fixtures)
     source: str = "builtin"
 
     @property
@@ -240,6 +241,9 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
                 errors.append("pattern must have a (?P<subject>...) group")
         except re.error as exc:
             errors.append(f"pattern is not a valid regular expression: {exc}")
+    reader_checked = data.get("reader_checked", False)
+    if not isinstance(reader_checked, bool):
+        errors.append(f"'reader_checked' must be true or false, got {reader_checked!r}")
     access = data.get("access", "open")
     if access not in ACCESS_KINDS:
         errors.append(f"'access' must be one of {ACCESS_KINDS}, got {access!r}")
@@ -305,6 +309,7 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
         manual_instructions=str(data.get("manual_instructions", "")),
         urls=tuple(str(u) for u in data.get("urls") or ()),
         parts={str(k): v for k, v in parts.items()},
+        reader_checked=reader_checked is True,
         source=source,
     )
 
