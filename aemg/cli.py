@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -85,12 +86,15 @@ def datasets(
         writer.writeheader()
         writer.writerows(rows)
     else:
-        table = Table(title="aemg datasets")
-        for col in rows[0]:  # a narrow terminal folds the long text columns, never the id
-            table.add_column(col, no_wrap=col == "id", min_width=max(len(r[col]) for r in rows) if col == "id" else None,
-                             overflow="fold")
+        wide = console.width >= 160  # a narrow terminal gets the short columns; the long text is in csv/json
+        cols = [c for c in rows[0] if wide or c not in ("title", "device", "licence")]
+        table = Table(title="aemg datasets", caption=None if wide else "title, device, licence: --format csv or json",
+                      box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        short = {"channels": "ch", "sfreq": "Hz", "subjects": "subj", "gestures": "gest", "real files": "real"}
+        for col in cols:
+            table.add_column(col if wide else short.get(col, col), no_wrap=col != "title", overflow="fold")
         for row in rows:
-            table.add_row(*(str(v) for v in row.values()))
+            table.add_row(*(row[c] for c in cols))
         console.print(table)
 
 
