@@ -26,7 +26,7 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATASET_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 KNOWN_KEYS = frozenset(
     "id title citation doi licence access device format sfreq units scale_to_volts signal channels gestures "
-    "pattern parts reader_checked n_subjects files file_grid base_url archive urls reader_options quirks manual_instructions".split()
+    "pattern parts reader_checked older_layouts n_subjects files file_grid base_url archive urls reader_options quirks manual_instructions".split()
 )
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader parses large specs 7x faster
 
@@ -76,6 +76,7 @@ class DatasetSpec:
     manual_instructions: str = ""
     urls: tuple[str, ...] = ()
     parts: Mapping[str, str] = field(default_factory=dict)
+    older_layouts: tuple[tuple[str, str], ...] = ()  # (regex on a listed path, replacement: its older name)
     reader_checked: bool = False  # the reader has run on the dataset's real files (not only on fixtures)
     source: str = "builtin"
 
@@ -214,6 +215,28 @@ def _grid_files(raw: Any, errors: list[str]) -> dict[str, None]:
     return {template.format(**dict(zip(names, combo, strict=True))): None for combo in itertools.product(*values)}
 
 
+def _older_layouts(raw: Any, errors: list[str]) -> tuple[tuple[str, str], ...]:
+    """Rewrites (``re.sub`` pattern, replacement) from a listed path to its name in an older release.
+
+    A user holding an earlier copy (CapgMyo's ``dba-preprocessed-001/`` before ``dba-s1/``) is not
+    asked to rename folders: a missing file is looked up under each older name in turn.
+    """
+    if raw is None:
+        return ()
+    rules = []
+    for item in raw if isinstance(raw, list) else [raw]:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(s, str) for s in item)):
+            errors.append(f"'older_layouts' entries must be [regex, replacement] pairs, got {item!r}")
+            continue
+        try:
+            re.compile(item[0])
+        except re.error as exc:
+            errors.append(f"older_layouts regex {item[0]!r} is invalid: {exc}")
+            continue
+        rules.append((item[0], item[1]))
+    return tuple(rules)
+
+
 def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
     """Validate a parsed YAML spec; one DatasetError lists every mistake found."""
     dataset_id = data.get("id", "?") if isinstance(data, Mapping) else "?"
@@ -241,6 +264,7 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
                 errors.append("pattern must have a (?P<subject>...) group")
         except re.error as exc:
             errors.append(f"pattern is not a valid regular expression: {exc}")
+    older_layouts = _older_layouts(data.get("older_layouts"), errors)
     reader_checked = data.get("reader_checked", False)
     if not isinstance(reader_checked, bool):
         errors.append(f"'reader_checked' must be true or false, got {reader_checked!r}")
@@ -310,6 +334,7 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
         urls=tuple(str(u) for u in data.get("urls") or ()),
         parts={str(k): v for k, v in parts.items()},
         reader_checked=reader_checked is True,
+        older_layouts=older_layouts,
         source=source,
     )
 
