@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -66,19 +67,41 @@ def _print_summary(results: dict[str, Any]) -> None:
 
 
 @datasets_app.callback(invoke_without_command=True)
-def datasets(ctx: typer.Context, raw: Annotated[str, typer.Option(help="raw data folder")] = "data/raw") -> None:
-    """Table of the registry: what each dataset is and whether it is cached here."""
+def datasets(
+    ctx: typer.Context,
+    raw: Annotated[str, typer.Option(help="raw data folder")] = "data/raw",
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="table | csv | json (default: table on a terminal, csv when piped)")
+    ] = None,
+) -> None:
+    """The registry: what each dataset is and whether it is cached here. Ids always print whole."""
     if ctx.invoked_subcommand:
         return
     from aemg.datasets.table import registry_rows
 
+    fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"--format must be table, csv or json, got {fmt!r}")
     rows = _run(registry_rows, raw_dir=Path(raw))
-    table = Table(title="aemg datasets")
-    for col in rows[0]:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    console.print(table)
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        wide = console.width >= 160  # a narrow terminal gets the short columns; the long text is in csv/json
+        cols = [c for c in rows[0] if wide or c not in ("title", "device", "licence")]
+        table = Table(title="aemg datasets", caption=None if wide else "title, device, licence: --format csv or json",
+                      box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        short = {"channels": "ch", "sfreq": "Hz", "subjects": "subj", "gestures": "gest", "real files": "real"}
+        for col in cols:
+            table.add_column(col if wide else short.get(col, col), no_wrap=col != "title", overflow="fold")
+        for row in rows:
+            table.add_row(*(row[c] for c in cols))
+        console.print(table)
 
 
 @datasets_app.command("add")

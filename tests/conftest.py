@@ -20,7 +20,7 @@ SHARED_DATA = Path(os.environ.get("AEMG_SHARED_DATA", REPO.parent / "shared" / "
 # A small real slice: three subjects of each dataset (LOSO needs three).
 SLICE_SUBJECTS = {
     "uci-emg-gestures": ["01", "03", "04"],
-    "myo-armband-cote-allard": ["Female0", "Female1", "Male0"],
+    "myo-armband-cote-allard": ["pre-Female0", "pre-Female1", "pre-Male0"],
     "flexemg": ["001", "002", "003"],
     "unibo-inail": ["1", "2", "3"],
 }

@@ -6,6 +6,7 @@ a second or two.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,51 @@ def test_add_of_a_missing_file_is_one_line(cli, workdir: Path) -> None:
     result = cli("datasets", "add", str(workdir / "nowhere.yaml"), "--no-emit")
     assert result.exit_code != 0
     assert "nowhere.yaml" in result.stderr
+
+
+def _all_ids() -> list[str]:
+    from aemg.datasets.registry import all_specs
+
+    return sorted(all_specs())
+
+
+def test_datasets_piped_prints_every_id_whole(workdir: Path) -> None:
+    """`aemg datasets | cat`: not a terminal, so plain CSV rows, one per dataset, ids uncut."""
+    import csv
+    import subprocess
+    import sys
+
+    aemg_bin = Path(sys.executable).parent / "aemg"
+    proc = subprocess.run([str(aemg_bin), "datasets"], capture_output=True, text=True, timeout=120, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(proc.stdout.splitlines()))
+    assert sorted(r["id"] for r in rows) == _all_ids()
+    assert "…" not in proc.stdout
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_datasets_formats_carry_the_whole_ids(cli, fmt: str) -> None:
+    import csv
+    import json
+
+    result = cli("datasets", "--format", fmt)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout) if fmt == "json" else list(csv.DictReader(result.stdout.splitlines()))
+    assert sorted(r["id"] for r in rows) == _all_ids()
+    assert {r["id"]: r["real files"] for r in rows}["grabmyo"] == "yes"
+
+
+def test_datasets_table_on_an_80_column_terminal_keeps_ids_whole(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aemg.cli, "console", Console(width=80, force_terminal=True, color_system=None))
+    with aemg.cli.console.capture() as captured:
+        result = cli("datasets", "--format", "table")
+    assert result.exit_code == 0, result.output
+    text = captured.get()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for dataset in _all_ids():
+        assert re.search(rf"^ ?{re.escape(dataset)}  ", text, flags=re.M), dataset
+
+
+def test_datasets_refuses_an_unknown_format(cli) -> None:
+    result = cli("datasets", "--format", "xml")
+    assert result.exit_code != 0 and "table, csv or json" in result.output

@@ -67,3 +67,29 @@ def test_dvc_repro_is_incremental(tmp_path, mirror):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     third = _run(["dvc", "repro"], tmp_path, env)
     assert _stages_run(third) == {"tokenize", "pretrain", "ablation", "evaluate", "report"}, third
+
+
+TELEMETRY_ENV = ("DO_NOT_TRACK", "DVC_NO_ANALYTICS", "PREFECT_SERVER_ANALYTICS_ENABLED", "DVC_TEST", "CI")
+NO_TELEMETRY_STAGE = """stages:
+  check:
+    cmd: python -c "import aemg, prefect; from prefect.settings import get_current_settings;
+      from prefect._internal.analytics.enabled import is_telemetry_enabled;
+      assert not get_current_settings().server.analytics_enabled and not is_telemetry_enabled(), 'telemetry on';
+      open('checked', 'w').write('ok')"
+    outs: [checked]
+"""
+
+
+def test_plain_dvc_repro_in_a_fresh_clone_attempts_no_telemetry(tmp_path):
+    """No env switch set: the committed .dvc/config turns DVC's analytics off, the aemg package Prefect's."""
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(REPO), str(tmp_path / "clone")], check=True, timeout=120)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "checkout", "-q", "HEAD", "--", ".dvc/config", ".dvc/.gitignore"], cwd=clone, check=True)
+    (clone / "dvc.yaml").write_text(NO_TELEMETRY_STAGE)
+    env = {k: v for k, v in os.environ.items() if k not in TELEMETRY_ENV and not k.startswith("PREFECT_")}
+    env |= {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(tmp_path / ".prefect"),
+            "PYTHONPATH": str(REPO)}
+    out = _run(["dvc", "repro", "-v"], clone, env)
+    assert "Analytics is disabled." in out and "Analytics is enabled." not in out, out[-2000:]
+    assert (clone / "checked").read_text() == "ok"
+    assert not re.search(r"(?i)failed to send|analytics report", out), out[-2000:]

@@ -1,6 +1,6 @@
 """Shared helpers of the fault tests (imported by the other ``test_faults_*`` modules).
 
-A *valid store* is built once from a small real slice (myo Female0, unibo-inail subject 1) plus
+A *valid store* is built once from a small real slice (myo pre-Female0, unibo-inail subject 1) plus
 a small good synthetic dataset ``hostile``; every fault test gets a private copy, fingerprints
 every file under it, provokes the fault and checks the fingerprint again. Hostile datasets are
 built with ``spec_from_mapping`` (no built-in spec is touched) from files written on the fly.
@@ -29,7 +29,7 @@ from conftest import SHARED_DATA
 
 HP: dict[str, Any] = dict(DEFAULTS["harmonize"])
 HOSTILE = "hostile"
-VALID_SLICE = {"myo-armband-cote-allard": ["Female0"], "unibo-inail": ["1"]}
+VALID_SLICE = {"myo-armband-cote-allard": ["pre-Female0"], "unibo-inail": ["1"]}
 CSV_HEADER = "time,c1,c2,class"
 
 

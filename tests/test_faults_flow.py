@@ -174,7 +174,7 @@ def test_one_bad_dataset_fails_alone(env: dict) -> None:
             k: v for k, v in before.items() if k.startswith(f"{group}/")
         }
     myo = xr.open_datatree(env["store"], engine="zarr")[MYO].to_dataset()
-    assert sorted(set(myo["subject"].values.tolist())) == ["Female0", "Female1", "Male0"]  # re-harmonized: 3 subjects
+    assert sorted(set(myo["subject"].values.tolist())) == ["pre-Female0", "pre-Female1", "pre-Male0"]  # re-harmonized: 3 subjects
 
 
 def test_one_dataset_refused_at_download_fails_alone(env: dict, shared_data: Path) -> None:
@@ -185,11 +185,11 @@ def test_one_dataset_refused_at_download_fails_alone(env: dict, shared_data: Pat
     target.chmod(0o644)
     target.write_bytes(target.read_bytes()[:-10])
     before = fingerprint(env["store"])
-    result = harmonize_cli(env, [MYO, UNIBO], subjects={MYO: ["Female1"], UNIBO: ["1"]})
+    result = harmonize_cli(env, [MYO, UNIBO], subjects={MYO: ["pre-Female1"], UNIBO: ["1"]})
     assert_one_line(error_line(result), "unibo-inail: data/user_1_day_1_posture_1.mat: sha256 mismatch")
     after = fingerprint(env["store"])
     assert {k for k in after if after[k] != before.get(k)} and all(
         after[k] == v for k, v in before.items() if k.startswith(f"{UNIBO}/")
     )
     myo = xr.open_datatree(env["store"], engine="zarr")[MYO].to_dataset()
-    assert sorted(set(myo["subject"].values.tolist())) == ["Female1"]
+    assert sorted(set(myo["subject"].values.tolist())) == ["pre-Female1"]

@@ -60,7 +60,7 @@ def stream_hp(**overrides: Any) -> dict[str, Any]:
 def test_streamed_group_equals_its_recordings_end_to_end(tmp_path: Path) -> None:
     """Real slice, small chunks (many appends, recordings straddling chunk borders): the stored
     group is exactly the per-file harmonization laid end to end, whatever the chunking."""
-    spec, subjects = builtin_spec("myo-armband-cote-allard"), ["Female0"]
+    spec, subjects = builtin_spec("myo-armband-cote-allard"), ["pre-Female0"]
     root = SHARED_DATA / spec.id
     hp = {**HP, "chunk_samples": 1000, "files_in_flight": 3}
     harmonize_one(spec, root, tmp_path / "a.zarr", hp, subjects)

@@ -49,7 +49,7 @@ def test_unplaced_electrodes_are_left_out_by_name_and_no_position_is_an_error() 
 
 
 def test_store_holds_the_virtual_ring_and_records_it(tmp_path: Path) -> None:
-    spec, subjects = builtin_spec("myo-armband-cote-allard"), ["Female0"]
+    spec, subjects = builtin_spec("myo-armband-cote-allard"), ["pre-Female0"]
     root = SHARED_DATA / spec.id
     harmonize_one(spec, root, tmp_path / "e.zarr", HP, subjects)
     harmonize_one(spec, root, tmp_path / "v.zarr", {**HP, "virtual_channels": 16}, subjects)

@@ -1,4 +1,4 @@
-"""JSON reader on EMG-EPN-612-shaped user files (no real EPN file here: fixtures built in tests)."""
+"""JSON reader on EMG-EPN-612-shaped user files (no real EPN file here: fixtures built from the documented layout and the notebook evidence of issue 12)."""
 
 from __future__ import annotations
 
@@ -111,3 +111,18 @@ def test_each_repetition_is_its_own_recording(tmp_path, spec):
     assert table["session"].tolist() == ["trainingSamples"] * 3 + ["testingSamples"] * 3
     assert table["repetition"].tolist() == [1, 2, 3, 1, 2, 3] and set(table["source_file"]) == {TRAIN}
     assert table["offset"].tolist() == [0, 400, 800, 1200, 1600, 2000]
+
+
+def test_real_shaped_testing_user_harmonizes_without_error(tmp_path, spec):
+    """Fixture after the evidence (saved outputs of a notebook that opened the real testingJSON/user1/user1.json):
+    idx_1 ... idx_150 per block, 992-1000 samples each at 200 Hz, testingSamples with neither gestureName nor
+    groundTruth. Such samples are unlabelled recordings, kept; training gestures are labelled only inside groundTruth."""
+    epn_user_json(tmp_path / TEST, n_per_block=150, with_test_labels=False, n_times=992)
+    recs = harmonize_file(spec, tmp_path, TEST, dict(DEFAULTS["harmonize"]))
+    assert len(recs) == 300 and [r.repetition for r in recs[:3]] == [1, 2, 3] and recs[-1].repetition == 150
+    training, testing = recs[:150], recs[150:]
+    assert {r.session for r in training} == {"trainingSamples"} and {r.session for r in testing} == {"testingSamples"}
+    assert all(np.all(r.gesture == UNLABELLED) for r in testing)
+    fist = training[1].gesture  # idx_2: fist, its contraction span only
+    assert set(np.unique(fist).tolist()) == {UNLABELLED, GESTURES["hand_close"]}
+    assert np.all(training[0].gesture == GESTURES["rest"])  # idx_1: noGesture, no groundTruth = rest

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from aemg.datasets.download import download
 from aemg.datasets.registry import get_spec
 from aemg.errors import DatasetError
 from aemg.harmonize.readers import READERS
@@ -94,20 +95,20 @@ def test_ninapro_label_track_length_mismatch_fails_unless_tolerated(tmp_path):
 # ------------------------------------------------------------------ CapgMyo DB-a
 def test_capgmyo_trial_reads_128_channels_and_name_label(tmp_path):
     spec = get_spec("capgmyo-dba")
-    rel = "dba-preprocessed-004/004-006-010.mat"
+    rel = "dba-s4/004-006-010.mat"  # the official layout: dba-s4.zip unpacked
     data = capgmyo_mat(tmp_path / rel, subject=4, gesture=6, trial=10)
     raw = _read(spec, tmp_path, rel)
     assert raw.emg.shape == (1000, 128) and raw.sfreq == 1000.0
     np.testing.assert_allclose(raw.emg, data)
     assert set(np.unique(map_gestures(spec, raw.labels, rel))) == {GESTURES["hand_close"]}
     [rec] = harmonize_file(spec, tmp_path, rel, dict(DEFAULTS["harmonize"]))
-    assert rec.emg.shape == (200, 128) and rec.subject == "004" and rec.repetition == 10
+    assert rec.emg.shape == (200, 128) and rec.subject == "4" and rec.repetition == 10
     assert np.abs(rec.emg).max() < 2.5e-3  # normalized units scaled to volts
 
 
 def test_capgmyo_file_contradicting_its_name_fails(tmp_path):
     spec = get_spec("capgmyo-dba")
-    rel = "dba-preprocessed-004/004-006-010.mat"
+    rel = "dba-s4/004-006-010.mat"
     capgmyo_mat(tmp_path / rel, subject=4, gesture=7, trial=10)
     with pytest.raises(DatasetError, match="variable 'gesture'"):
         _read(spec, tmp_path, rel)
@@ -115,12 +116,30 @@ def test_capgmyo_file_contradicting_its_name_fails(tmp_path):
 
 def test_capgmyo_structure_as_matlab_v73(tmp_path):
     spec = get_spec("capgmyo-dba")
-    rel = "dba-preprocessed-001/001-001-001.mat"
+    rel = "dba-s1/001-001-001.mat"
     data = np.random.default_rng(0).uniform(-1, 1, (1000, 128))
     mat73(tmp_path / rel, {"data": data, "gesture": np.array([[1.0]]), "subject": np.array([[1.0]]), "trial": np.array([[1.0]])})
     raw = _read(spec, tmp_path, rel)
     np.testing.assert_allclose(raw.emg, data)  # stored transposed, read back (n_times, 128)
     assert set(np.unique(raw.labels)) == {1}
+
+
+def test_capgmyo_official_layout_and_the_older_one_are_both_accepted(tmp_path):
+    """Fixtures after the evidence: figshare's dba-s<N>.zip unpack to dba-s<N>/; an earlier copy has dba-preprocessed-<sss>/."""
+    spec = get_spec("capgmyo-dba")
+    assert spec.licence == "CC0-1.0" and "dba-s1.zip" in spec.manual_instructions
+    assert len(spec.data_files()) == 1440 and {spec.match(f)["subject"] for f in spec.data_files()} == {
+        str(s) for s in range(1, 19)}
+    raw = tmp_path / "raw"
+    official, older = "dba-s12/012-003-002.mat", "dba-preprocessed-012/012-003-002.mat"
+    capgmyo_mat(raw / spec.id / "dba-s3/003-001-001.mat", subject=3, gesture=1, trial=1)
+    capgmyo_mat(raw / spec.id / older, subject=12, gesture=3, trial=2)
+    root = download(spec, raw, files=["dba-s3/003-001-001.mat", official], lock=tmp_path / "lock.yaml")
+    assert (root / official).read_bytes() == (root / older).read_bytes() and (root / older).exists()
+    [rec] = harmonize_file(spec, root, official, dict(DEFAULTS["harmonize"]))
+    assert (rec.subject, rec.repetition) == ("12", 2)
+    with pytest.raises(DatasetError, match=r"1 file\(s\) are missing: dba-s5/005-001-001\.mat"):
+        download(spec, raw, files=["dba-s5/005-001-001.mat"], lock=tmp_path / "lock.yaml")
 
 
 # ------------------------------------------------------------------ mcs-emg (Ozdemir et al.)

@@ -13,7 +13,7 @@ from aemg.vocabulary import GESTURES
 
 from fixtures.builders import toro_txt
 
-REL = "S3/2.txt"
+REL = "subject 3/2.txt"  # the official folder name, with its space
 
 
 def _read(spec, root, relpath):
@@ -36,3 +36,13 @@ def test_toro_wrong_column_count_fails(tmp_path):
     np.savetxt(path, np.zeros((10, 5)), delimiter="\t")
     with pytest.raises(DatasetError, match="wrong columns"):
         _read(spec, tmp_path, REL)
+
+
+def test_toro_spec_follows_the_evidence():
+    """Fixture-free: the spec reads the official `subject <n>/<gesture>.txt` folders at 1024 Hz (see its quirks)."""
+    spec = get_spec("toro-ossaba")
+    assert spec.sfreq == 1024
+    assert spec.match("subject 8/4.txt") == {"subject": "8", "gesture": "4"}
+    assert spec.data_files()[:2] == ["subject 1/0.txt", "subject 1/1.txt"] and len(spec.data_files()) == 40
+    assert "data/raw/toro-ossaba/subject 1/0.txt" in spec.manual_instructions and "no renaming" in spec.manual_instructions
+    assert any("1024 Hz" in q for q in spec.quirks)

@@ -1,4 +1,4 @@
-"""WFDB reader on GrabMyo-shaped records (no real GrabMyo file here: fixtures built by wfdb.wrsamp)."""
+"""WFDB reader on GrabMyo-shaped fixtures (built by wfdb.wrsamp in the real headers' signal order; the real records are tested in test_real_grabmyo.py)."""
 
 from __future__ import annotations
 

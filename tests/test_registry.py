@@ -18,7 +18,7 @@ ALL = {
 # id -> (format, channels, native sfreq, subjects, access)
 NEW = {
     "mcs-emg": ("mat-v5", 4, 2000, 40, "open"),
-    "toro-ossaba": ("delimited-text", 4, 1000, 8, "manual"),
+    "toro-ossaba": ("delimited-text", 4, 1024, 8, "manual"),
     "emg-epn-612": ("json-samples", 8, 200, 612, "manual"),
     "ninapro-db4": ("mat-v5", 12, 2000, 10, "manual"),
     "grabmyo": ("wfdb", 28, 2048, 43, "open"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -184,6 +185,27 @@ def _verify(spec: DatasetSpec, root: Path, relpath: str, lock: Path) -> None:
         )
 
 
+def adopt_older_layouts(spec: DatasetSpec, root: Path, wanted: list[str]) -> None:
+    """Link files a user placed under an older release's names (``spec.older_layouts``) to their listed paths.
+
+    Hard links (a copy across file systems): the user's folders stay as they are, and every later
+    step, sha256 check included, sees one layout.
+    """
+    for relpath in wanted:
+        target = root / relpath
+        if target.exists():
+            continue
+        for pattern, replacement in spec.older_layouts:
+            older = re.sub(pattern, replacement, relpath)
+            if older != relpath and (root / older).is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(root / older, target)
+                except OSError:
+                    shutil.copy2(root / older, target)
+                break
+
+
 def manual_error(spec: DatasetSpec, root: Path, missing: list[str]) -> DatasetError:
     shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
     return DatasetError(
@@ -210,6 +232,7 @@ def download(
         raise DatasetError(spec.id, f"files not in the spec: {unknown[:3]}", fix="list them under the spec's 'files'")
     base = mirror_url(mirror)
     if spec.access == "manual" and base is None:
+        adopt_older_layouts(spec, root, wanted)
         missing = [p for p in wanted if not (root / p).exists()]
         if missing:
             raise manual_error(spec, root, missing)

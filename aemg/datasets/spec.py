@@ -21,12 +21,12 @@ from aemg.vocabulary import GESTURES
 
 ACCESS_KINDS = ("open", "manual")
 SIGNAL_KINDS = ("emg", "envelope")
-PATTERN_FIELDS = ("subject", "session", "gesture", "repetition", "index")
+PATTERN_FIELDS = ("subject", "session", "gesture", "repetition", "index", "part")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATASET_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 KNOWN_KEYS = frozenset(
     "id title citation doi licence access device format sfreq units scale_to_volts signal channels gestures "
-    "pattern n_subjects files file_grid base_url archive urls reader_options quirks manual_instructions".split()
+    "pattern parts reader_checked older_layouts n_subjects files file_grid base_url archive urls reader_options quirks manual_instructions".split()
 )
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader parses large specs 7x faster
 
@@ -75,6 +75,9 @@ class DatasetSpec:
     quirks: tuple[str, ...] = ()
     manual_instructions: str = ""
     urls: tuple[str, ...] = ()
+    parts: Mapping[str, str] = field(default_factory=dict)
+    older_layouts: tuple[tuple[str, str], ...] = ()  # (regex on a listed path, replacement: its older name)
+    reader_checked: bool = False  # the reader has run on the dataset's real files (not only on fixtures)
     source: str = "builtin"
 
     @property
@@ -86,9 +89,20 @@ class DatasetSpec:
         return [c.name for c in self.channels]
 
     def match(self, relpath: str) -> dict[str, str] | None:
-        """Fields (subject, session, gesture, repetition, index) a data file's path yields."""
+        """Fields (subject, session, gesture, repetition, index) a data file's path yields.
+
+        A dataset published in parts whose subject names repeat (Myo: ``PreTrainingDataset/Male0`` and
+        ``EvaluationDataset/Male0`` are different people) captures the part too: the subject id then
+        carries it (``pre-Male0``), so two people never share an id anywhere downstream.
+        """
         m = re.fullmatch(self.pattern, relpath)
-        return None if m is None else {k: v for k, v in m.groupdict().items() if v is not None}
+        if m is None:
+            return None
+        fields = {k: v for k, v in m.groupdict().items() if v is not None}
+        part = fields.pop("part", None)
+        if part is not None:
+            fields["subject"] = f"{self.parts.get(part, part)}-{fields['subject']}"
+        return fields
 
     def data_files(self) -> list[str]:
         """Files that hold signals (matched by the pattern), in a stable order."""
@@ -201,6 +215,28 @@ def _grid_files(raw: Any, errors: list[str]) -> dict[str, None]:
     return {template.format(**dict(zip(names, combo, strict=True))): None for combo in itertools.product(*values)}
 
 
+def _older_layouts(raw: Any, errors: list[str]) -> tuple[tuple[str, str], ...]:
+    """Rewrites (``re.sub`` pattern, replacement) from a listed path to its name in an older release.
+
+    A user holding an earlier copy (CapgMyo's ``dba-preprocessed-001/`` before ``dba-s1/``) is not
+    asked to rename folders: a missing file is looked up under each older name in turn.
+    """
+    if raw is None:
+        return ()
+    rules = []
+    for item in raw if isinstance(raw, list) else [raw]:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(s, str) for s in item)):
+            errors.append(f"'older_layouts' entries must be [regex, replacement] pairs, got {item!r}")
+            continue
+        try:
+            re.compile(item[0])
+        except re.error as exc:
+            errors.append(f"older_layouts regex {item[0]!r} is invalid: {exc}")
+            continue
+        rules.append((item[0], item[1]))
+    return tuple(rules)
+
+
 def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
     """Validate a parsed YAML spec; one DatasetError lists every mistake found."""
     dataset_id = data.get("id", "?") if isinstance(data, Mapping) else "?"
@@ -228,6 +264,10 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
                 errors.append("pattern must have a (?P<subject>...) group")
         except re.error as exc:
             errors.append(f"pattern is not a valid regular expression: {exc}")
+    older_layouts = _older_layouts(data.get("older_layouts"), errors)
+    reader_checked = data.get("reader_checked", False)
+    if not isinstance(reader_checked, bool):
+        errors.append(f"'reader_checked' must be true or false, got {reader_checked!r}")
     access = data.get("access", "open")
     if access not in ACCESS_KINDS:
         errors.append(f"'access' must be one of {ACCESS_KINDS}, got {access!r}")
@@ -238,6 +278,10 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
     if scale is not None and not isinstance(scale, (int, float)):
         errors.append(f"'scale_to_volts' must be a number or null, got {scale!r}")
     channels = _channels(data.get("channels"), errors)
+    parts = data.get("parts") or {}
+    if not isinstance(parts, Mapping) or not all(isinstance(v, str) and v for v in parts.values()):
+        errors.append(f"'parts' must map a part folder to a short non-empty name (pre, eval), got {parts!r}")
+        parts = {}
     gestures = _gestures(data.get("gestures"), errors)
     files = _grid_files(data.get("file_grid"), errors) | (
         _files(data["files"], errors) if "files" in data or "file_grid" not in data else {}
@@ -288,6 +332,9 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
         quirks=tuple(data.get("quirks") or ()),
         manual_instructions=str(data.get("manual_instructions", "")),
         urls=tuple(str(u) for u in data.get("urls") or ()),
+        parts={str(k): v for k, v in parts.items()},
+        reader_checked=reader_checked is True,
+        older_layouts=older_layouts,
         source=source,
     )
 

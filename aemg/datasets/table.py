@@ -24,6 +24,7 @@ def registry_rows(raw_dir: Path = Path("data/raw")) -> list[dict[str, str]]:
                 "gestures": str(len(gestures)),
                 "licence": spec.licence,
                 "access": spec.access,
+                "real files": "yes" if spec.reader_checked else "no",
                 "cached": f"{cached}/{len(data)}",
             }
         )

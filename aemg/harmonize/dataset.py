@@ -24,6 +24,7 @@ from aemg.harmonize.recording import HarmonizedRecording, harmonize_file
 from aemg.harmonize.signal import QUALITY_FLAGS
 from aemg.params import params_hash
 from aemg.schemas import ChannelTable, RecordingTable, harmonized_schema
+from aemg.store import text_array
 from aemg.vocabulary import GESTURES
 
 MapFn = Callable[..., Iterable[Any]]
@@ -205,7 +206,7 @@ def write_dataset(
         data_vars={
             "quality": (("recording", "channel"), np.stack(quality)),
             **{
-                col: (("recording",), table[col].to_numpy(object if col in STRING_COLUMNS else None))
+                col: (("recording",), text_array(table[col]) if col in STRING_COLUMNS else table[col].to_numpy())
                 for col in table.columns
             },
         },

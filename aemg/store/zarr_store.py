@@ -23,10 +23,11 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 import zarr
 from filelock import FileLock, Timeout
@@ -35,11 +36,25 @@ from aemg.errors import AemgError
 
 # Zarr v3 marks consolidated metadata as an extension; xarray relies on it to see new groups.
 warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", category=UserWarning)
+# Fixed-width unicode (see text_array) is zarr-python's "fixed_length_utf32" type, still marked unstable in v3.
+warnings.filterwarnings("ignore", message=r"The data type \(FixedLengthUTF32")
 
 METADATA_FILES = ("zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata")
 OWNER_LOCK = ".owner.lock"
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+
+
+def text_array(values: Iterable[object]) -> np.ndarray:
+    """Strings as fixed-width unicode (``<U<n>``), the dtype every store's text variables are written in.
+
+    Zarr v3 writes Python/object strings as variable-length strings, which read back as numpy's
+    ``StringDType``: ``ds.where(ds.subject == "x")`` then raises ``DTypePromotionError`` (the NaN
+    fill cannot be promoted) and pandas sees an unfamiliar dtype. Fixed-width unicode reads back
+    as plain ``<U`` and works in every xarray idiom (selection, ``where``, ``groupby``, ``to_dataframe``).
+    """
+    text = [str(v) for v in values]
+    return np.asarray(text, dtype=f"<U{max((len(s) for s in text), default=1) or 1}")
 
 
 def _sibling(store: Path, kind: str) -> Path:

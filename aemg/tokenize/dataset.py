@@ -32,7 +32,7 @@ import xarray as xr
 
 from aemg.harmonize.dataset import recording_table_from
 from aemg.schemas import EventTable
-from aemg.store import open_group
+from aemg.store import open_group, text_array
 from aemg.tokenize.events import EventParams, cut_tokens, detect_read, recording_floor_summary, subject_floors
 from aemg.tokenize.state_tokens import (
     StateParams,
@@ -194,13 +194,18 @@ def events_dataset(
     arrays["time_in_sentence_s"] = (arrays["start"] - arrays.pop("sentence_start")) / sfreq
     scalar = [k for k in arrays if arrays[k].ndim == 1]
     EventTable.validate(pd.DataFrame({k: arrays[k] for k in scalar}).astype({"subject": str}))
+    # who and what are coordinates along `event`, subject in plain <U: `ev.where(ev.subject == ...)`,
+    # `ev.groupby("gesture")` and `to_dataframe` work on the store as read back
+    arrays["subject"] = text_array(arrays["subject"])
+    keys = ("subject", "gesture")
     events = xr.Dataset(
         {
-            **{k: (("event",), arrays[k]) for k in scalar},
+            **{k: (("event",), arrays[k]) for k in scalar if k not in keys},
             "energy": (("event", "channel"), arrays["energy"]),
             "token": (("event", "channel", "time"), arrays["token"]),
         },
         coords={
+            **{k: (("event",), arrays[k]) for k in keys},
             "channel": ds["channel"].values,
             "angle_deg": ("channel", ds["angle_deg"].values),
             "distance": ("channel", ds["distance"].values),

@@ -10,7 +10,7 @@ with one gesture, as a Myo single-gesture file does: it has no rest of its own.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from aemg.schemas import RecordingTable, harmonized_schema
-from aemg.store import publish_group
+from aemg.store import publish_group, text_array
 from aemg.tokenize.synthetic import synthetic_recording
 
 
@@ -34,11 +34,16 @@ def synthetic_group(
     seed: int = 0,
     subject_gain: dict[int, float] | None = None,
     always_active: Collection[tuple[int, int]] = (),
+    subjects: Sequence[str] | None = None,
 ) -> xr.Dataset:
-    """The group as an in-memory Dataset (recordings end to end along ``sample``)."""
+    """The group as an in-memory Dataset (recordings end to end along ``sample``).
+
+    ``subjects`` names the subjects (default ``n_subjects`` of them, ``S00``, ``S01``...), e.g. as a real dataset's ids.
+    """
+    names = list(subjects) if subjects is not None else [f"S{s:02d}" for s in range(n_subjects)]
     emg, gesture, rows = [], [], []
     offset = 0
-    for s in range(n_subjects):
+    for s in range(len(names)):
         gain = (subject_gain or {}).get(s, 1.0 + 0.25 * s)
         for r in range(recordings_per_subject):
             rec_seed = seed * 10_000 + s * 100 + r
@@ -53,8 +58,8 @@ def synthetic_group(
                 labels[:] = 1
             emg.append(rec.emg * np.float32(gain * (6.0 if active else 1.0)))
             gesture.append(labels)
-            rows.append({"offset": offset, "n_times": len(labels), "subject": f"S{s:02d}", "session": "1",
-                         "repetition": r, "source_file": f"S{s:02d}/rec{r}.bin", "source_sha256": f"{rec_seed:064x}"})
+            rows.append({"offset": offset, "n_times": len(labels), "subject": names[s], "session": "1",
+                         "repetition": r, "source_file": f"{names[s]}/rec{r}.bin", "source_sha256": f"{rec_seed:064x}"})
             offset += len(labels)
     table = RecordingTable.validate(pd.DataFrame(rows).astype({"offset": np.int64, "n_times": np.int64,
                                                                "repetition": np.int64}))
@@ -63,7 +68,7 @@ def synthetic_group(
             "emg": (("sample", "channel"), np.concatenate(emg)),
             "gesture": (("sample",), np.concatenate(gesture)),
             "quality": (("recording", "channel"), np.zeros((len(table), n_chans), np.uint8)),
-            **{c: (("recording",), table[c].to_numpy(object if table[c].dtype == object else None))
+            **{c: (("recording",), text_array(table[c]) if table[c].dtype == object else table[c].to_numpy())
                for c in table.columns},
         },
         coords={
