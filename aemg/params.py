@@ -52,7 +52,8 @@ DEFAULTS: dict[str, Any] = {
         "max_order": 15,
         "max_tokens_per_sentence": 256,
         "min_gap_s": 0.0,
-        "hysteresis": {"floor_quantile": 0.2, "floor_scope": "subject", "on_ratio": 3.0, "off_ratio": 1.8},
+        "hysteresis": {"floor_quantile": 0.2, "floor_scope": "calibration", "calibration_s": 20.0,
+                       "on_ratio": 3.0, "off_ratio": 1.8},
         "states": {
             "k": 13,
             "window_s": 0.05,
@@ -78,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
         "preset": "cpu-small",
         "overrides": {},
         "exclude_datasets": [],
+        "match_signal": True,  # pre-train only on datasets of the evaluated one's signal kind
         "heldout_fraction": 0.2,
         "max_patches_per_dataset": 8000,  # 0 = no cap (GPU presets)
         "seeds": [0, 1, 2],

@@ -46,6 +46,7 @@ class EventTable(pa.DataFrameModel):
     gesture: Series[np.int16] = pa.Field(ge=UNLABELLED)
     sentence: Series[np.int64] = pa.Field(ge=0)
     order: Series[np.int64] = pa.Field(ge=0)
+    contraction: Series[np.int64] = pa.Field(ge=0)  # detected event a token was cut from (few-shot splits by it)
     onset_s: Series[float] = pa.Field(ge=0)
     duration_s: Series[float] = pa.Field(gt=0)
     subject: Series[str]

@@ -212,11 +212,10 @@ def bench_events(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
     from aemg.tokenize.events import EventParams, detect, tokens_from_events
 
     gesture = np.zeros(len(x), np.int16)
-    scale = np.ones(x.shape[1], np.float32)
     out = {}
     for detector in ("aemg_energy", "hysteresis"):
         p = EventParams.from_params({**DEFAULTS["tokenize"], "detector": detector}, args.sfreq)
-        t, tokens = best_of(args.repeats, lambda p=p: tokens_from_events(x, gesture, detect(x, p), p, scale))
+        t, tokens = best_of(args.repeats, lambda p=p: tokens_from_events(x, gesture, detect(x, p), p, True))
         out[detector] = {"s": t, "msamples_per_s": x.size / t / 1e6, "tokens": len(tokens["start"])}
     return out
 
@@ -325,8 +324,7 @@ def events_worker(path: Path, detector: str, sfreq: float) -> dict[str, Any]:
     t = time.perf_counter()
     events = detect_read(read, n_times, n_chans, p)
     detect_s, detect_peak = time.perf_counter() - t, peak_rss_mb()
-    tokens = cut_tokens(read, lambda a, b: np.zeros(b - a, np.int16), n_times, n_chans, events, p,
-                        np.ones(n_chans, np.float32))
+    tokens = cut_tokens(read, lambda a, b: np.zeros(b - a, np.int16), n_times, n_chans, events, p, True)
     return {"detector": detector, "recording_mb": n_times * n_chans * 4 / 2**20, "base_rss_mb": base,
             "detect_s": detect_s, "detect_peak_rss_mb": detect_peak, "detect_added_rss_mb": detect_peak - base,
             "peak_rss_mb": peak_rss_mb(), "added_rss_mb": peak_rss_mb() - base, "tokens": len(tokens["start"]),

@@ -66,13 +66,12 @@ def test_label_agreement_counts_segments_and_rest_onsets():
     assert agreement["rest_minutes"] == pytest.approx(200 / SFREQ / 60)
 
 
-def test_tokens_take_dominant_channel_before_normalisation():
+def test_tokens_take_dominant_channel_from_unscaled_samples():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((400, 4)).astype(np.float32)
     x[100:200, 2] *= 50  # channel 2 carries the contraction
-    scale = np.array([1.0, 1.0, 100.0, 1.0], np.float32)  # a per-subject divisor that flattens it
     gesture = np.full(400, 4, np.int16)
-    tok = tokens_from_events(x, gesture, [(100, 200)], params(), scale)
+    tok = tokens_from_events(x, gesture, [(100, 200)], params(), True)
     assert list(tok["dominant_channel"]) == [2, 2]
     assert tok["token"].shape == (2, 4, 50) and list(tok["order"]) == [0, 1]
     assert np.array_equal(tok["start"], [100, 150]) and np.all(tok["gesture"] == 4)
@@ -80,6 +79,6 @@ def test_tokens_take_dominant_channel_before_normalisation():
 
 def test_sentence_order_capped_by_patch_budget():
     x = np.ones((2000, 64), np.float32)
-    tok = tokens_from_events(x, np.zeros(2000, np.int16), [(0, 2000)], params(), np.ones(64, np.float32))
+    tok = tokens_from_events(x, np.zeros(2000, np.int16), [(0, 2000)], params(), True)
     assert tok["order"].max() == 256 // 64 - 1  # 64 channels x 4 orders = 256 patches
     assert np.bincount(tok["sentence"]).max() == 4

@@ -81,11 +81,10 @@ def test_tokens_read_per_event_match_one_array() -> None:
     rec = synthetic_recording(3, sfreq=SFREQ, duration_s=120.0, snr_db=12.0)
     gesture = np.arange(len(rec.emg), dtype=np.int16) // 1000
     p = EventParams.from_params(DEFAULTS["tokenize"], SFREQ)
-    scale = rec.emg.std(axis=0)
     events = [*rec.events, (len(rec.emg) - 30, len(rec.emg))]  # a last token clipped to the end
-    want = tokens_from_events(rec.emg, gesture, events, p, scale)
+    want = tokens_from_events(rec.emg, gesture, events, p, True)
     read = CountingReader(rec.emg)
-    got = cut_tokens(read, lambda a, b: gesture[a:b], *rec.emg.shape, events, p, scale, rows_per_read=2)
+    got = cut_tokens(read, lambda a, b: gesture[a:b], *rec.emg.shape, events, p, True, rows_per_read=2)
     assert read.longest <= 2 * p.token_len
     assert got.keys() == want.keys() and len(got["start"]) > 50
     for key in want:

@@ -6,6 +6,7 @@ import numpy as np
 
 from aemg.model.data import TokenSet
 from aemg.model.store_io import limit_patches, split_by_subject
+from aemg.scaling import scale_by_own_subject
 
 
 def tokenset(n_sentences: int = 40, per_sentence: int = 3, n_chans: int = 8) -> TokenSet:
@@ -68,7 +69,8 @@ def test_pretraining_reads_only_its_rows_and_picks_what_the_in_memory_split_pick
     mem_train, mem_held = split_by_subject(ts, 0.2, seed=3)
     mem_train, mem_held = limit_patches(mem_train, budget, 3), limit_patches(mem_held, budget // 4, 3)
     for got, want in ((train, mem_train), (held, mem_held)):
-        np.testing.assert_array_equal(got.tokens, want.tokens)
+        # the same rows, each subject scaled by its own rows' channel RMS on reading
+        np.testing.assert_array_equal(got.tokens, scale_by_own_subject(want.tokens, want.subject))
         np.testing.assert_array_equal(got.sentence, want.sentence)
         assert got.subject.tolist() == want.subject.tolist()
     # the token array is read through row selection, never whole

@@ -63,3 +63,25 @@ def test_subject_floors_pool_recordings_and_stay_small() -> None:
 def test_unknown_floor_scope_names_the_choices() -> None:
     with pytest.raises(ValueError, match=r"floor_scope='session'.*recording, subject"):
         EventParams.from_params(hysteresis("session"), 200.0)
+
+
+def test_calibration_floor_ignores_later_louder_recordings(tmp_path: Path) -> None:
+    from aemg.store import publish_group
+    from aemg.tokenize.dataset import hysteresis_floors
+    from aemg.tokenize.synthetic_store import synthetic_group
+
+    ds = synthetic_group(n_subjects=2, recordings_per_subject=6, duration_s=30.0)
+    emg = ds["emg"].values.copy()
+    offset, n_times = ds["offset"].values.astype(int), ds["n_times"].values.astype(int)
+    for rec in range(1, 6):  # subject 0's later recordings, much louder (band slipped, gain changed)
+        emg[offset[rec]:offset[rec] + n_times[rec]] *= np.float32(50.0)
+    kept = [0, *range(6, 12)]  # without them
+    only_first = ds.isel(recording=kept, sample=np.concatenate([np.arange(offset[r], offset[r] + n_times[r]) for r in kept]))
+    only_first = only_first.assign(offset=("recording", np.concatenate([[0], np.cumsum(n_times[kept])[:-1]])))
+    louder = ds.assign(emg=(("sample", "channel"), emg))
+    for name, group in (("first", only_first), ("louder", louder)):
+        publish_group(tmp_path / f"{name}.zarr", "synthetic", group)
+    floors = {name: {scope: hysteresis_floors(tmp_path / f"{name}.zarr", "synthetic", hysteresis(scope))
+                     for scope in ("calibration", "subject")} for name in ("first", "louder")}
+    assert floors["louder"]["calibration"] == floors["first"]["calibration"]
+    assert floors["louder"]["subject"]["S00"] > 2 * floors["first"]["subject"]["S00"]  # the pooled floor moves

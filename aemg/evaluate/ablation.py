@@ -2,8 +2,9 @@
 
 The event tokenizer keeps only the windows where a contraction crosses the energy threshold; the
 ablation cuts *every* recording into consecutive ``token_len`` windows (no detection), grouped
-into sentences of ``max_order`` windows exactly as events are, z-scored with the same per-subject
-channel RMS. A model is then pre-trained on those tokens of the other datasets (leave one
+into sentences of ``max_order`` windows exactly as events are, de-meaned (raw EMG only) and
+scaled by each subject's own channel RMS as the event tokens are when pre-training reads them
+(:func:`aemg.model.store_io.load_tokenset`), from the same sources (``pretrain.match_signal``). A model is then pre-trained on those tokens of the other datasets (leave one
 dataset out, as the event model), with the same preset and, per dataset, no more patches than
 the event model saw (so the ablation changes *what* is seen, not how much). Evaluation then uses
 the same trials (labelled events) and the same linear probe; only the pre-trained model differs
@@ -27,10 +28,13 @@ from aemg.errors import AemgError
 
 
 def fixed_window_tokenset(harmonized: Path, dataset: str, tp: dict[str, Any]) -> Any:
-    """Every recording of ``dataset`` cut into consecutive windows, as a TokenSet."""
+    """Every recording of ``dataset`` cut into consecutive windows, as a TokenSet whose subjects
+    are each scaled by their own channel RMS (they are all pre-training subjects)."""
     from aemg.model.data import TokenSet
     from aemg.model.store_io import electrode_positions
-    from aemg.tokenize.events import EventParams, tokens_from_events
+    from aemg.scaling import scale_by_own_subject
+    from aemg.tokenize.dataset import signal_of
+    from aemg.tokenize.events import EventParams, demeans, tokens_from_events
 
     if not (Path(harmonized) / dataset / "zarr.json").exists():
         raise AemgError(f"{dataset}: not in {harmonized}; run `aemg harmonize {dataset}` first")
@@ -41,18 +45,14 @@ def fixed_window_tokenset(harmonized: Path, dataset: str, tp: dict[str, Any]) ->
     gesture = ds["gesture"].values
     offset, n_times = ds["offset"].values.astype(np.int64), ds["n_times"].values.astype(np.int64)
     subject = ds["subject"].values.astype(object).astype(str)
-    scales = {}
-    for s in np.unique(subject):  # per-subject channel RMS, as the event tokenizer uses
-        parts = [emg[o:o + n].astype(np.float64) for o, n, sub in zip(offset, n_times, subject, strict=True) if sub == s]
-        rms = np.sqrt(np.mean(np.concatenate(parts) ** 2, axis=0))
-        scales[s] = np.where(rms > 0, rms, 1.0).astype(np.float32)
+    demean = demeans(signal_of(ds))
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("token", "sentence", "order", "onset", "subject")}
     base = 0
     for rec, (o, n) in enumerate(zip(offset, n_times, strict=True)):
         if n < p.token_len:
             continue
         x, g = emg[o:o + n], gesture[o:o + n]
-        tok = tokens_from_events(x, g, [(0, int(n))], p, scales[subject[rec]])
+        tok = tokens_from_events(x, g, [(0, int(n))], p, demean)
         if len(tok["start"]) == 0:
             continue
         cols["token"].append(tok["token"])
@@ -63,10 +63,11 @@ def fixed_window_tokenset(harmonized: Path, dataset: str, tp: dict[str, Any]) ->
         base += int(tok["sentence"].max()) + 1
     if not cols["token"]:
         raise AemgError(f"{dataset}: no recording is longer than one token ({p.token_len} samples)")
+    subjects = np.concatenate(cols["subject"]).astype(str)
     return TokenSet(
-        tokens=np.concatenate(cols["token"]), positions=electrode_positions(ds),
+        tokens=scale_by_own_subject(np.concatenate(cols["token"]), subjects), positions=electrode_positions(ds),
         sentence=np.concatenate(cols["sentence"]), order=np.concatenate(cols["order"]),
-        onset=np.concatenate(cols["onset"]), subject=np.concatenate(cols["subject"]).astype(str), dataset=dataset,
+        onset=np.concatenate(cols["onset"]), subject=subjects, dataset=dataset,
     )
 
 
@@ -74,17 +75,16 @@ def pretrain_fixed_window(
     harmonized: Path, tokens_store: Path, out_dir: Path, evaluated: str, sources: list[str],
     tp: dict[str, Any], pp: dict[str, Any], seed: int, device: str | None = None,
 ) -> dict[str, Any]:
-    """The event model's recipe (``aemg.model.stage.pretrain_without``, same ``seed``) on
-    fixed-window tokens, each dataset capped at the number of event patches its event model
-    trains on."""
-    from aemg.model.stage import train_model
+    """The event model's recipe (``aemg.model.stage.pretrain_without``, same ``seed`` and source
+    datasets) on fixed-window tokens, each dataset capped at the number of event patches its event
+    model trains on."""
+    from aemg.model.stage import pretraining_sources, train_model
     from aemg.model.store_io import limit_patches, pretraining_rows, split_by_subject
 
     cap = int(pp.get("max_patches_per_dataset", 0))
+    chosen, provenance = pretraining_sources(tokens_store, evaluated, sources, pp)
     train_sets, heldout_sets, seen = [], [], {}
-    for dataset in sources:
-        if dataset == evaluated or dataset in pp.get("exclude_datasets", []):
-            continue
+    for dataset in chosen:
         ev_train, ev_held, n_chans = pretraining_rows(tokens_store, dataset, float(pp["heldout_fraction"]), cap,
                                                       int(seed))
         if len(ev_train) + len(ev_held) == 0:
@@ -102,6 +102,6 @@ def pretrain_fixed_window(
         raise AemgError(f"{evaluated}: no other dataset to pre-train the fixed-window ablation on")
     metrics = train_model(train_sets, heldout_sets, pp, seed, out_dir, device=device, progress=False)
     manifest = {"evaluated_dataset": evaluated, "preset": pp["preset"], "seed": int(seed), "subjects_seen": seen,
-                "tokens": "fixed_window"}
+                "tokens": "fixed_window"} | provenance
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return {k: metrics[k] for k in ("codebook_usage", "reconstruction_error", "masked_token_accuracy")}

@@ -10,6 +10,7 @@ over seeds; models live in :func:`model_dir`.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +22,11 @@ from aemg.errors import AemgError
 from aemg.model.config import preset
 from aemg.model.data import TokenSet
 from aemg.model.distributed import current
-from aemg.model.store_io import pretraining_sets
+from aemg.model.store_io import pretraining_sets, signal_kind
 from aemg.model.train import pretrain
 from aemg.store import list_groups
+
+log = logging.getLogger(__name__)
 
 SCALAR_METRICS = (
     "codebook_usage",
@@ -76,12 +79,12 @@ def pretrain_without(
     device: str | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Pre-train the model of ``evaluated`` with ``seed`` into ``out_dir`` (see
-    :func:`model_dir`); returns its scalar metrics, budget record and history."""
+    """Pre-train the model of ``evaluated`` with ``seed`` into ``out_dir`` (see :func:`model_dir`) on
+    the other ``sources`` (see :func:`pretraining_sources`); returns its scalar metrics, budget
+    record and history."""
+    chosen, provenance = pretraining_sources(tokens_store, evaluated, sources, pp)
     train_sets, heldout_sets, seen = [], [], {}
-    for dataset in sources:
-        if dataset == evaluated or dataset in pp["exclude_datasets"]:
-            continue
+    for dataset in chosen:
         train, heldout = pretraining_sets(tokens_store, dataset, float(pp["heldout_fraction"]),
                                           int(pp["max_patches_per_dataset"]), int(seed))
         if train.n_events + heldout.n_events == 0:
@@ -97,10 +100,39 @@ def pretrain_without(
         )
     metrics = train_model(train_sets, heldout_sets, pp, seed, out_dir, device=device, resume=resume)
     if current().is_main:
-        manifest = {"evaluated_dataset": evaluated, "preset": pp["preset"], "seed": int(seed), "subjects_seen": seen}
+        manifest = {"evaluated_dataset": evaluated, "preset": pp["preset"], "seed": int(seed),
+                    "subjects_seen": seen} | provenance
         (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return ({k: metrics[k] for k in SCALAR_METRICS}
             | {"num_threads": metrics["num_threads"], "budget": metrics["budget"], "history": metrics.get("history", {})})
+
+
+def pretraining_sources(tokens_store: Path, evaluated: str, sources: list[str], pp: dict[str, Any]
+                        ) -> tuple[list[str], dict[str, Any]]:
+    """(datasets to pre-train on, what the manifest records about the choice).
+
+    Leaves out ``evaluated`` and ``pretrain.exclude_datasets``; with ``pretrain.match_signal``
+    also every dataset whose ``signal`` kind (events attr) differs from the evaluated one's, so
+    envelopes never silently join a raw-EMG model. When that leaves nothing (no other dataset of
+    the kind), it falls back to all the others, records ``signal_mismatch: true`` and warns.
+    """
+    others = [d for d in sources if d != evaluated]
+    excluded = {d: "pretrain.exclude_datasets" for d in others if d in pp.get("exclude_datasets", [])}
+    candidates = [d for d in others if d not in excluded]
+    kind = signal_kind(tokens_store, evaluated) if evaluated in sources else None
+    kinds = {d: signal_kind(tokens_store, d) for d in candidates}
+    info: dict[str, Any] = {"signal": kind, "signal_kinds": kinds, "signal_mismatch": False}
+    if not pp.get("match_signal", True) or kind is None:
+        return candidates, info | {"excluded": excluded}
+    same = [d for d in candidates if kinds[d] == kind]
+    if not same:
+        log.warning("%s: no other dataset has signal %r (sources: %s); pre-training on them anyway "
+                    "(signal_mismatch in manifest.json)", evaluated, kind, kinds)
+        return candidates, info | {"excluded": excluded, "signal_mismatch": True}
+    mismatched = {d: f"signal {kinds[d]!r} != {kind!r} (pretrain.match_signal)" for d in candidates if d not in same}
+    if mismatched:
+        log.info("%s: pre-training without %s", evaluated, mismatched)
+    return same, info | {"excluded": excluded | mismatched}
 
 
 def history_records(history: dict[str, dict[str, list[float]]]) -> dict[str, list[dict[str, Any]]]:

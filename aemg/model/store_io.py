@@ -9,6 +9,7 @@ import xarray as xr
 
 from aemg.errors import AemgError
 from aemg.model.data import TokenSet
+from aemg.scaling import scale_by_own_subject
 
 
 def open_events(tokens_store: Path, dataset: str) -> xr.Dataset:
@@ -32,8 +33,12 @@ def electrode_positions(events: xr.Dataset) -> np.ndarray:
 
 
 def load_tokenset(tokens_store: Path, dataset: str, index: np.ndarray | None = None) -> TokenSet:
-    """Events of one dataset (optionally rows ``index``) as model input.
+    """Events of one dataset (optionally rows ``index``) as model input, each subject's tokens
+    divided by that subject's own channel RMS over the rows loaded.
 
+    The store keeps tokens unscaled (:mod:`aemg.tokenize.events`); scaling by a subject's own
+    rows is right for pre-training, whose subjects are all training data, and for figures of
+    one subject. Evaluation scales its trials per fold instead (:mod:`aemg.evaluate.trials`).
     With ``index``, only the Zarr chunks holding those rows are read: pre-training picks its
     rows from the small per-event columns first (:func:`pretraining_sets`), so the token array
     of a large dataset is never loaded whole.
@@ -41,15 +46,21 @@ def load_tokenset(tokens_store: Path, dataset: str, index: np.ndarray | None = N
     events = open_events(tokens_store, dataset)
     if index is not None:
         events = events.isel(event=np.asarray(index))
+    subject = events["subject"].values.astype(object)
     return TokenSet(
-        tokens=events["token"].values,
+        tokens=scale_by_own_subject(events["token"].values, subject),
         positions=electrode_positions(events),
         sentence=events["sentence"].values,
         order=events["order"].values,
         onset=events["time_in_sentence_s"].values,
-        subject=events["subject"].values.astype(object),
+        subject=subject,
         dataset=dataset,
     )
+
+
+def signal_kind(tokens_store: Path, dataset: str) -> str:
+    """The ``signal`` kind a dataset's events were cut from (``emg`` for a store that predates the attr)."""
+    return str(open_events(tokens_store, dataset).attrs.get("signal", "emg"))
 
 
 def split_rows(subject: np.ndarray, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,18 +1,21 @@
 """Tokenize a harmonized dataset group, one task per block of recordings.
 
 Tasks receive the store path and recording indices, not arrays, so a Dask worker reads only
-its own slices of the store. Three passes over the recordings (four with the hysteresis
-detector's ``floor_scope: subject``, whose first pass returns a fixed-size summary of each
-recording's window energy so the driver can pool a noise floor per subject):
+its own slices of the store. Up to four passes over the recordings:
 
-1. per recording, the per-channel power of the raw signal (its per-subject sum is the events'
-   z-score divisor, a label-free per-user calibration) and of the band-passed signal (the
-   training subjects' RMS sets the muscle-state feature thresholds); streamed in time blocks;
+0. (hysteresis detector, ``floor_scope: calibration`` or ``subject``) a fixed-size summary of
+   the window energy of each recording's part that goes into its subject's noise floor (the
+   subject's first ``calibration_s`` seconds, or everything), pooled by the driver;
+1. (states) per recording, the per-channel power of the band-passed signal (the training
+   subjects' RMS sets the muscle-state feature thresholds); streamed in time blocks;
 2. a seeded sample of the training subjects' feature rows, pooled in the driver to fit the
    muscle-state codebook (training subjects only);
 3. events and tokens, and the muscle-state of every frame and channel, read block by block
    (the event detector's window energy, the tokens of each event, the states' filter blocks),
    so a worker never holds a whole recording.
+
+The token store holds no statistic of any subject: tokens stay in the signal's units (see
+:mod:`aemg.tokenize.events`) and consumers scale them at read time (:mod:`aemg.scaling`).
 
 Results are small (index rows, 50-sample tokens, int16 states) and are gathered by the driver,
 which writes the token store once (see :mod:`aemg.tokenize.stage`): no two tasks ever write,
@@ -33,7 +36,15 @@ import xarray as xr
 from aemg.harmonize.dataset import recording_table_from
 from aemg.schemas import EventTable
 from aemg.store import open_group, text_array
-from aemg.tokenize.events import EventParams, cut_tokens, detect_read, recording_floor_summary, subject_floors
+from aemg.tokenize.events import (
+    EventParams,
+    cut_tokens,
+    demeans,
+    detect_read,
+    floor_samples,
+    recording_floor_summary,
+    subject_floors,
+)
 from aemg.tokenize.state_tokens import (
     StateParams,
     StatePlan,
@@ -54,31 +65,36 @@ def blocks(n_recordings: int, per_task: int) -> list[list[int]]:
     return [list(range(i, min(i + per_task, n_recordings))) for i in range(0, n_recordings, per_task)]
 
 
-def block_power(store: Path, group: str, recs: list[int], tp: dict[str, Any] | None = None
-                ) -> list[tuple[int, np.ndarray, int, np.ndarray, int]]:
-    """Pass 1: (recording, raw sum of squares per channel, n_times, band-passed sum of squares
-    per channel, band-passed samples) for each recording in the block, streamed in time blocks.
-    Without ``tp`` (no states wanted) the band-passed part is zeros."""
+def block_power(store: Path, group: str, recs: list[int], tp: dict[str, Any]) -> list[tuple[int, np.ndarray, int]]:
+    """Pass 1: (recording, band-passed sum of squares per channel, band-passed samples) for each
+    recording in the block, streamed in time blocks."""
     data = open_recordings(store, group)
-    sp = None if tp is None else StateParams.from_params(tp, data.sfreq)
+    sp = StateParams.from_params(tp, data.sfreq)
     out = []
     for rec in recs:
         emg, _, n_times = data.span(rec)
-        raw, bp, n_bp = recording_power(emg, n_times, data.n_chans, sp)
-        out.append((rec, raw, n_times, bp, n_bp))
+        out.append((rec, *recording_power(emg, n_times, data.n_chans, sp)))
     return out
 
 
-def block_floors(store: Path, group: str, recs: list[int], tp: dict[str, Any]
+def block_floors(store: Path, group: str, recs: list[int], tp: dict[str, Any], take: np.ndarray
                  ) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
-    """Floor pass (``floor_scope: subject``): (recording, window-energy summary) per recording."""
+    """Floor pass: (recording, window-energy summary of its first ``take[rec]`` samples) per
+    recording that has any (see :func:`aemg.tokenize.events.floor_samples`)."""
     data = open_recordings(store, group)
     p = EventParams.from_params(tp, data.sfreq)
     out = []
     for rec in recs:
-        read_emg, _, n_times = data.span(rec)
-        out.append((rec, recording_floor_summary(read_emg, n_times, data.n_chans, p)))
+        if take[rec] > 0:
+            read_emg, _, _ = data.span(rec)
+            out.append((rec, recording_floor_summary(read_emg, int(take[rec]), data.n_chans, p)))
     return out
+
+
+def recording_floor_samples(table: pd.DataFrame, p: EventParams) -> np.ndarray:
+    """:func:`aemg.tokenize.events.floor_samples` of a harmonized recording table."""
+    return floor_samples(table.subject.to_numpy(), table.session.to_numpy(), table.repetition.to_numpy(),
+                         table.n_times.to_numpy(), p)
 
 
 def block_tokens(
@@ -86,23 +102,24 @@ def block_tokens(
     group: str,
     recs: list[int],
     tp: dict[str, Any],
-    scales: dict[str, np.ndarray],
     plan: StatePlan | None = None,
     floors: dict[str, float] | None = None,
 ) -> list[tuple[int, dict[str, np.ndarray], tuple[np.ndarray, np.ndarray] | None]]:
     """Pass 3: (recording, event tokens, (states, frame gesture) or None) per recording.
 
-    ``floors`` are the subjects' hysteresis noise floors (``floor_scope: subject``); a subject
-    missing from it, or ``None``, means each recording's own floor.
+    ``floors`` are the subjects' hysteresis noise floors (``floor_scope: calibration`` or
+    ``subject``); a subject missing from it, or ``None``, means each recording's own floor.
+    Tokens are de-meaned when the dataset's ``signal`` is raw EMG, never scaled.
     """
     data = open_recordings(store, group)
     p = EventParams.from_params(tp, data.sfreq)
+    demean = demeans(signal_of(open_group(store, group)))
     out = []
     for rec in recs:
         read_emg, read_gesture, n_times = data.span(rec)
         subject = data.table.subject.iloc[rec]
         found = detect_read(read_emg, n_times, data.n_chans, p, (floors or {}).get(subject))
-        events = cut_tokens(read_emg, read_gesture, n_times, data.n_chans, found, p, scales[subject])
+        events = cut_tokens(read_emg, read_gesture, n_times, data.n_chans, found, p, demean)
         states = None
         if plan is not None:
             assert plan.codebook is not None
@@ -111,18 +128,9 @@ def block_tokens(
     return out
 
 
-def subject_scales(table: pd.DataFrame, powers: Iterable[tuple[int, np.ndarray, int]]) -> dict[str, np.ndarray]:
-    """Per-subject channel RMS; flat channels get 1 so they stay zero instead of dividing by 0."""
-    sums: dict[str, list] = {}
-    for rec, sumsq, n in powers:
-        acc = sums.setdefault(table.subject.iloc[rec], [0.0, 0])
-        acc[0] = acc[0] + sumsq
-        acc[1] += n
-    scales = {}
-    for subject, (sumsq, n) in sums.items():
-        rms = np.sqrt(sumsq / max(n, 1))
-        scales[subject] = np.where(rms > 0, rms, 1.0).astype(np.float32)
-    return scales
+def signal_of(ds: xr.Dataset) -> str:
+    """The harmonized group's ``signal`` kind (``emg`` when an older store does not say)."""
+    return str(ds.attrs.get("signal", "emg"))
 
 
 def _gather(map_fn: MapFn, fn: Callable[[list[int]], list[Any]], parts: list[list[int]]) -> list[Any]:
@@ -132,19 +140,32 @@ def _gather(map_fn: MapFn, fn: Callable[[list[int]], list[Any]], parts: list[lis
 
 
 def state_plan(store: Path, group: str, tp: dict[str, Any], map_fn: MapFn = map,
-               powers: list[tuple[int, np.ndarray, int, np.ndarray, int]] | None = None) -> StatePlan:
+               powers: list[tuple[int, np.ndarray, int]] | None = None) -> StatePlan:
     """Passes 1-2 and the fit: subject split, thresholds and the training-subject codebook."""
     ds = open_group(store, group)
     table = recording_table_from(ds)
     per_task = int(tp["recordings_per_task"])
     if powers is None:
         powers = _gather(map_fn, lambda recs: block_power(store, group, recs, tp), blocks(len(table), per_task))
-    plan = plan_states(group, table, tp, float(ds.attrs["sfreq"]), {rec: (bp, n) for rec, _, _, bp, n in powers})
+    plan = plan_states(group, table, tp, float(ds.attrs["sfreq"]), {rec: (bp, n) for rec, bp, n in powers})
     train_recs = [int(r) for r in np.flatnonzero(table.subject.isin(plan.train).to_numpy())]
     probs = sample_probabilities(table, train_recs, plan.sp, ds.sizes["channel"], plan.sp.max_train_rows)
     sample = gather_sample(map_fn, store, group, tp, train_recs, probs, plan.thr, per_task)
     plan.codebook = fit_codebook(plan, sample)
     return plan
+
+
+def hysteresis_floors(store: Path, group: str, tp: dict[str, Any], map_fn: MapFn = map) -> dict[str, float] | None:
+    """The subjects' hysteresis noise floors (pass 0), or None when each recording uses its own."""
+    ds = open_group(store, group)
+    p = EventParams.from_params(tp, float(ds.attrs["sfreq"]))
+    if not p.subject_floor:
+        return None
+    table = recording_table_from(ds)
+    take = recording_floor_samples(table, p)
+    parts = blocks(len(table), int(tp["recordings_per_task"]))
+    summaries = _gather(map_fn, lambda recs: block_floors(store, group, recs, tp, take), parts)
+    return subject_floors([(table.subject.iloc[rec], summary) for rec, summary in summaries], p.floor_quantile)
 
 
 def tokenize_group(store: Path, group: str, tp: dict[str, Any], map_fn: MapFn = map, states: bool = True
@@ -155,16 +176,9 @@ def tokenize_group(store: Path, group: str, tp: dict[str, Any], map_fn: MapFn = 
     sfreq = float(ds.attrs["sfreq"])
     parts = blocks(len(table), int(tp["recordings_per_task"]))
     tp = dict(tp)
-    state_tp = tp if states else None
-    powers = _gather(map_fn, lambda recs: block_power(store, group, recs, state_tp), parts)
-    scales = subject_scales(table, [(rec, raw, n) for rec, raw, n, _, _ in powers])
-    plan = state_plan(store, group, tp, map_fn, powers) if states else None
-    p = EventParams.from_params(tp, sfreq)
-    floors = None
-    if p.subject_floor:
-        summaries = _gather(map_fn, lambda recs: block_floors(store, group, recs, tp), parts)
-        floors = subject_floors([(table.subject.iloc[rec], summary) for rec, summary in summaries], p.floor_quantile)
-    results = _gather(map_fn, lambda recs: block_tokens(store, group, recs, tp, scales, plan, floors), parts)
+    plan = state_plan(store, group, tp, map_fn) if states else None
+    floors = hysteresis_floors(store, group, tp, map_fn)
+    results = _gather(map_fn, lambda recs: block_tokens(store, group, recs, tp, plan, floors), parts)
     out = {"events": events_dataset(ds, table, [(rec, tok) for rec, tok, _ in results], sfreq, tp)}
     if plan is not None:
         out["states"] = states_dataset(ds, table, plan, [(rec, *st) for rec, _, st in results])
@@ -180,14 +194,15 @@ def events_dataset(
     ds: xr.Dataset, table: pd.DataFrame, results: list[tuple[int, dict[str, np.ndarray]]], sfreq: float, tp: dict[str, Any]
 ) -> xr.Dataset:
     cols: dict[str, list[np.ndarray]] = {}
-    sentence_base = 0
+    base = {"sentence": 0, "contraction": 0}  # ids unique within the dataset
     for rec, tok in results:
         n = len(tok["start"])
         cols.setdefault("recording", []).append(np.full(n, rec, dtype=np.int64))
         cols.setdefault("subject", []).append(np.full(n, table.subject.iloc[rec], dtype=object))
         for key, value in tok.items():
-            cols.setdefault(key, []).append(value + sentence_base if key == "sentence" else value)
-        sentence_base += int(tok["sentence"].max()) + 1 if n else 0
+            cols.setdefault(key, []).append(value + base[key] if key in base else value)
+        for key in base:
+            base[key] += int(tok[key].max()) + 1 if n else 0
     arrays = {k: np.concatenate(v) for k, v in cols.items()}
     arrays["onset_s"] = arrays["start"] / sfreq
     arrays["duration_s"] = (arrays["stop"] - arrays["start"]) / sfreq
@@ -210,8 +225,25 @@ def events_dataset(
             "angle_deg": ("channel", ds["angle_deg"].values),
             "distance": ("channel", ds["distance"].values),
         },
-        attrs={"sfreq": sfreq, "dataset": ds.attrs["dataset"], "tokenize_params": str(sorted(tp.items()))},
+        attrs={"sfreq": sfreq, "dataset": ds.attrs["dataset"], "tokenize_params": str(sorted(tp.items())),
+               **token_attrs(ds, EventParams.from_params(tp, sfreq))},
     )
     events["start"].attrs["description"] = "half-open sample index into the recording (harmonized rate)"
-    events["token"].attrs["description"] = "samples z-scored by the subject's channel RMS"
+    events["contraction"].attrs["description"] = "id of the detected contraction (event) the token was cut from"
+    events["token"].attrs["description"] = (
+        f"samples in the harmonized signal's units ({events.attrs['token_units']}), "
+        + ("each token's mean removed" if events.attrs["token_demeaned"] else "level kept (not de-meaned)")
+        + "; not scaled: divide by a per-subject channel RMS at read time (aemg.scaling)")
     return events
+
+
+def token_attrs(ds: xr.Dataset, p: EventParams) -> dict[str, Any]:
+    """What the events say about their tokens and detector (copied into ``folds.json``)."""
+    signal = signal_of(ds)
+    return {
+        "signal": signal,
+        "token_units": str(ds.attrs.get("units", "unknown")),
+        "token_demeaned": demeans(signal),
+        "detector": p.detector,
+        "floor_scope": p.floor_scope if p.detector == "hysteresis" else "none",
+    } | ({"calibration_s": p.calibration / float(ds.attrs["sfreq"])} if p.subject_floor and p.floor_scope == "calibration" else {})

@@ -1,9 +1,13 @@
 """Contraction events (AEMG's Neuromuscular Contraction Tokenizer) as index rows into a signal.
 
-An event is a run of windows whose energy exceeds an adaptive threshold. Each event is cut into
-tokens of ``token_len`` samples; the tokens of one event, in order, form a *sentence*. Tokens
-are index rows (start, stop) plus the normalised samples; the dominant channel and per-channel
-energy are taken *before* normalisation (AEMG's release computes it after z-scoring, which makes
+An event (a *contraction*) is a run of windows whose energy exceeds an adaptive threshold. Each
+event is cut into tokens of ``token_len`` samples; the tokens of one event, in order, form one or
+more *sentences*. Tokens are index rows (start, stop) plus the samples in the signal's own units:
+de-meaned when the signal is raw EMG (zero-mean; its offset is electrode drift), kept as they are
+for an envelope, whose level *is* the information. No amplitude scale is applied here: a
+per-subject scale is a statistic of the subject's data, so each consumer applies it at read time
+from the rows it may look at (:mod:`aemg.scaling`). The dominant channel and per-channel energy
+are taken from the unscaled samples (AEMG's release computes them after z-scoring, which makes
 every channel look alike).
 """
 
@@ -18,7 +22,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 DETECTORS = ("aemg_energy", "hysteresis")
-FLOOR_SCOPES = ("recording", "subject")
+FLOOR_SCOPES = ("recording", "subject", "calibration")
+DEMEANED_SIGNALS = ("emg",)  # zero-mean kinds: a token's mean is offset, not muscle activity
 ENERGY_BLOCK_VALUES = 1 << 20  # samples x channels per block of window_energy: 4 MB of float32
 FLOOR_POINTS = 1024  # energy values per recording sent to the driver for a subject floor
 
@@ -38,6 +43,7 @@ class EventParams:
     min_gap: int
     floor_quantile: float
     floor_scope: str
+    calibration: int  # samples of a subject's signal, in chronological order, pooled for its floor
     on_ratio: float
     off_ratio: float
 
@@ -61,14 +67,53 @@ class EventParams:
             min_gap=round(tp["min_gap_s"] * sfreq),
             floor_quantile=float(hyst["floor_quantile"]),
             floor_scope=scope,
+            calibration=max(1, round(float(hyst["calibration_s"]) * sfreq)),
             on_ratio=float(hyst["on_ratio"]),
             off_ratio=float(hyst["off_ratio"]),
         )
 
     @property
     def subject_floor(self) -> bool:
-        """True when the hysteresis detector needs the subject's floor from a pass over all its recordings."""
-        return self.detector == "hysteresis" and self.floor_scope == "subject"
+        """True when the hysteresis detector takes one floor per subject from a pass over its recordings.
+
+        ``calibration`` pools the subject's first ``calibration_s`` seconds (what a user records
+        when putting the band on), ``subject`` pools *all* its recordings, which reads the test
+        subject's unlabelled data: valid only under the unlabelled-target protocol.
+        """
+        return self.detector == "hysteresis" and self.floor_scope in ("subject", "calibration")
+
+
+def demeans(signal: str) -> bool:
+    """Whether tokens of a dataset whose ``signal`` attr is ``signal`` have their mean removed."""
+    return signal in DEMEANED_SIGNALS
+
+
+def floor_samples(subject: np.ndarray, session: np.ndarray, repetition: np.ndarray, n_times: np.ndarray,
+                  p: EventParams) -> np.ndarray:
+    """Samples of each recording that go into its subject's floor (from its start; 0 = none).
+
+    ``subject`` scope: every sample. ``calibration`` scope: the subject's recordings in
+    chronological order (session, repetition, recording index; see
+    :func:`aemg.evaluate.trials.chronological_rank`) until ``p.calibration`` samples, the last
+    one cut short, so a subject's floor does not depend on anything it recorded afterwards.
+    """
+    n_times = np.asarray(n_times, np.int64)
+    if p.floor_scope != "calibration":
+        return n_times.copy()
+    from aemg.evaluate.trials import chronological_rank
+
+    session_rank = np.unique(np.asarray(session).astype(str), return_inverse=True)[1].astype(np.int64)
+    repetition = np.asarray(repetition, np.int64)
+    key = session_rank * (int(repetition.max(initial=0)) - int(repetition.min(initial=0)) + 1) + repetition
+    rank = chronological_rank(np.arange(len(n_times)), np.zeros(len(n_times), np.int64), key)
+    subject = np.asarray(subject).astype(str)
+    take = np.zeros(len(n_times), np.int64)
+    for s in np.unique(subject):
+        recs = np.flatnonzero(subject == s)
+        recs = recs[np.argsort(rank[recs])]
+        before = np.concatenate([[0], np.cumsum(n_times[recs])[:-1]])
+        take[recs] = np.clip(p.calibration - before, 0, n_times[recs])
+    return take
 
 
 def _sum_rows(a: np.ndarray) -> np.ndarray:
@@ -175,7 +220,7 @@ def detect_hysteresis(energy: np.ndarray, p: EventParams, floor: float | None = 
     mid-contraction (unlike AEMG's first 10 %); ratios of energy make the thresholds
     independent of units and gain. A recording that never rests (a Myo single-gesture file)
     has no rest to take the floor from: pass the subject's ``floor`` (:func:`subject_floors`,
-    ``floor_scope: subject``); without it the recording's own floor is used. Returns the
+    ``floor_scope: calibration`` or ``subject``); without it the recording's own floor is used. Returns the
     active-window mask; runs shorter than one token are dropped by the caller.
     """
     floor = recording_floor(energy, p) if floor is None else floor
@@ -208,7 +253,8 @@ def recording_floor_summary(read: Reader, n_times: int, n_chans: int, p: EventPa
 
 
 def subject_floors(summaries: Iterable[tuple[str, tuple[np.ndarray, np.ndarray]]], quantile: float) -> dict[str, float]:
-    """Per subject, the ``quantile`` of the window energies pooled over all its recordings.
+    """Per subject, the ``quantile`` of the window energies pooled over the summaries given
+    (its calibration prefix, or all its recordings; see :func:`floor_samples`).
 
     Pooling over recordings is what gives a subject that never rests within one file (a Myo
     single-gesture recording) the floor of its quiet recordings.
@@ -264,17 +310,19 @@ def detect(x: np.ndarray, p: EventParams, floor: float | None = None) -> list[tu
 
 
 def tokens_from_events(
-    x: np.ndarray, gesture: np.ndarray, events: list[tuple[int, int]], p: EventParams, scale: np.ndarray
+    x: np.ndarray, gesture: np.ndarray, events: list[tuple[int, int]], p: EventParams, demean: bool
 ) -> dict[str, np.ndarray]:
     """:func:`cut_tokens` on in-memory arrays."""
-    return cut_tokens(lambda a, b: x[a:b], lambda a, b: gesture[a:b], len(x), x.shape[1], events, p, scale)
+    return cut_tokens(lambda a, b: x[a:b], lambda a, b: gesture[a:b], len(x), x.shape[1], events, p, demean)
 
 
 def cut_tokens(
     read: Reader, read_gesture: Reader, n_times: int, n_chans: int, events: list[tuple[int, int]],
-    p: EventParams, scale: np.ndarray, rows_per_read: int = 256,
+    p: EventParams, demean: bool, rows_per_read: int = 256,
 ) -> dict[str, np.ndarray]:
-    """Cut events into fixed-length tokens; ``scale`` (n_chans,) is the z-score divisor.
+    """Cut events into fixed-length tokens in the signal's units, each token's mean removed only
+    when ``demean`` (raw EMG, see :func:`demeans`); ``contraction`` is the index of the event in
+    ``events`` a token was cut from, shared by all the sentences of one long contraction.
 
     A sentence holds at most ``max_tokens_per_sentence`` channel patches, so the number of
     token orders per sentence is ``min(max_order, max_tokens_per_sentence // n_chans)``.
@@ -283,10 +331,10 @@ def cut_tokens(
     """
     T = p.token_len
     max_order = max(1, min(p.max_order, p.max_tokens_per_sentence // n_chans))
-    rows: list[tuple[int, int, int, int, int]] = []  # start, stop, sentence, order, sentence start
+    rows: list[tuple[int, int, int, int, int, int]] = []  # start, stop, sentence, order, sentence start, event
     pieces: list[tuple[int, int]] = []  # row ranges read together: within one event
     sentence = -1
-    for ev_start, ev_stop in events:
+    for contraction, (ev_start, ev_stop) in enumerate(events):
         n_tok = max(1, -(-(ev_stop - ev_start) // T))
         pieces += [(len(rows) + k, len(rows) + min(n_tok, k + rows_per_read)) for k in range(0, n_tok, rows_per_read)]
         for k in range(n_tok):
@@ -294,7 +342,7 @@ def cut_tokens(
                 sentence += 1
                 sentence_start = ev_start + k * T
             start = min(ev_start + k * T, max(0, n_times - T))
-            rows.append((start, min(start + T, n_times), sentence, k % max_order, sentence_start))
+            rows.append((start, min(start + T, n_times), sentence, k % max_order, sentence_start, contraction))
     if not rows or n_times < T:
         return empty_tokens(n_chans, T)
     starts = np.array([r[0] for r in rows], dtype=np.int64)
@@ -305,7 +353,7 @@ def cut_tokens(
         a, b = int(starts[i0]), int(starts[i1 - 1]) + T
         windows = sliding_window_view(read(a, b), T, axis=0)[starts[i0:i1] - a]  # (rows, n_chans, T), a view
         energy[i0:i1] = (windows.astype(np.float64) ** 2).mean(axis=2)
-        tokens[i0:i1] = (windows - windows.mean(axis=2, keepdims=True)) / scale[None, :, None]
+        tokens[i0:i1] = windows - windows.mean(axis=2, keepdims=True) if demean else windows
         gesture = read_gesture(a, b)
         labels[i0:i1] = [_majority(gesture[s - a:s - a + T]) for s in starts[i0:i1]]
     return {
@@ -314,6 +362,7 @@ def cut_tokens(
         "sentence": np.array([r[2] for r in rows], dtype=np.int64),
         "order": np.array([r[3] for r in rows], dtype=np.int64),
         "sentence_start": np.array([r[4] for r in rows], dtype=np.int64),
+        "contraction": np.array([r[5] for r in rows], dtype=np.int64),
         "dominant_channel": energy.argmax(axis=1).astype(np.int64),
         "energy": energy.astype(np.float32),
         "gesture": labels,
@@ -329,7 +378,7 @@ def _majority(labels: np.ndarray) -> int:
 def empty_tokens(n_chans: int, token_len: int) -> dict[str, np.ndarray]:
     ints = np.zeros(0, dtype=np.int64)
     return {
-        "start": ints, "stop": ints, "sentence": ints, "order": ints, "sentence_start": ints,
+        "start": ints, "stop": ints, "sentence": ints, "order": ints, "sentence_start": ints, "contraction": ints,
         "dominant_channel": ints, "energy": np.zeros((0, n_chans), np.float32),
         "gesture": np.zeros(0, np.int16), "token": np.zeros((0, n_chans, token_len), np.float32),
     }

@@ -11,6 +11,7 @@ import numpy as np
 
 from aemg.harmonize.dataset import recording_table_from
 from aemg.store import list_groups, open_group
+from aemg.tokenize.dataset import recording_floor_samples
 from aemg.tokenize.events import DETECTORS, EventParams, detect, recording_floor_summary, subject_floors
 from aemg.tokenize.quality import detection_scores, label_agreement
 from aemg.tokenize.synthetic import synthetic_recording
@@ -59,9 +60,10 @@ def real_report(store: Path, tp: dict[str, Any], datasets: list[str] | None = No
             p = replace(base, detector=detector)
             floors = {}
             if p.subject_floor:
+                take = recording_floor_samples(table, p)
                 summaries = [(subject, recording_floor_summary(lambda a, b, x=emg, o=span.start: x[o + a:o + b],
-                                                               span.stop - span.start, emg.shape[1], p))
-                             for subject, span in zip(table.subject, spans, strict=True)]
+                                                               int(n), emg.shape[1], p))
+                             for subject, span, n in zip(table.subject, spans, take, strict=True) if n > 0]
                 floors = subject_floors(summaries, p.floor_quantile)
             totals = {"gesture_segments": 0, "gesture_segments_with_event": 0, "rest_minutes": 0.0, "rest_event_onsets": 0}
             for subject, span in zip(table.subject, spans, strict=True):

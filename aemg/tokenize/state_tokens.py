@@ -296,25 +296,16 @@ def frame_labels(read_gesture: Reader, f0: int, count: int, sp: StateParams) -> 
     return g[np.arange(count) * sp.stride + sp.window // 2].astype(np.int16)
 
 
-def recording_power(read: Reader, n_times: int, n_chans: int, sp: StateParams | None,
-                    block_samples: int = 131_072) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per-channel sum of squares of the raw signal (all samples) and of the band-passed signal
-    (the samples covered by frames; zeros without ``sp``), plus the number of band-passed
-    samples; streamed in time blocks."""
-    raw = np.zeros(n_chans)
-    step = block_samples if sp is None else sp.block_frames * sp.stride
-    for a in range(0, n_times, step):
-        x = read(a, min(n_times, a + step)).astype(np.float64)
-        raw += np.einsum("tc,tc->c", x, x)
+def recording_power(read: Reader, n_times: int, n_chans: int, sp: StateParams) -> tuple[np.ndarray, int]:
+    """Per-channel sum of squares of the band-passed signal (the samples covered by frames) and
+    the number of those samples; streamed in time blocks."""
     bp, n = np.zeros(n_chans), 0
-    if sp is None:
-        return raw, bp, n
     for f0, count, y in filtered_blocks(read, n_times, sp):
         keep = y if f0 + count == sp.n_frames(n_times) else y[:count * sp.stride]  # no double count
         z = keep.astype(np.float64)
         bp += np.einsum("tc,tc->c", z, z)
         n += len(keep)
-    return raw, bp, n
+    return bp, n
 
 
 def recording_sample(read: Reader, read_gesture: Reader, n_times: int, rec: int, p: float, sp: StateParams,
