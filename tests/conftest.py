@@ -93,6 +93,7 @@ def write_params(directory: Path, datasets: list[str], **sections: object) -> Pa
         "pretrain": {"overrides": TINY_MODEL, "seeds": [0]},  # one model per dataset keeps tests short
         # a baseline, AEMG and its ablation, zero-shot only: the grids are for `make demo`
         "evaluate": {"datasets": datasets, "methods": ["lda", "aemg_probe", "aemg_probe_fixedwin"], "grid": None},
+        "levers": {"run": ["mean_pool"]},  # one lever that needs no new model
     }
     params.update(sections)
     path = directory / "params.yaml"

@@ -91,12 +91,19 @@ def test_models_metrics_and_leak_free_manifest(pipeline_run):
         assert set(summary[dataset]) == {"lda", "aemg_probe", "aemg_probe_fixedwin"}
         per = scores[scores.dataset == dataset]
         assert sorted(per.subject.unique()) == sorted(SLICE_SUBJECTS[dataset])
-        assert len(per) == 3 * 3  # one row per subject x method
+        # one row per subject x method x protocol (strict zero-shot and unlabelled target), one seed
+        assert len(per) == 3 * 3 * 2 and set(per.protocol) == {"zero_shot", "unlabelled_target"}
+        assert "unlabelled_target" in summary[dataset]["aemg_probe"]
         fixed = json.loads((stage_model_dir(root / "models-fixedwin", dataset, 0) / "manifest.json").read_text())
         assert fixed["tokens"] == "fixed_window" and dataset not in fixed["subjects_seen"]
     myo = scores[(scores.dataset == "myo-armband-cote-allard") & (scores.method == "lda")]
     assert myo.accuracy.mean() > 1.5 / 7  # well above chance for 7 gestures
     assert "lda" in result["tables"][0][1]
     assert (root / "reports" / "README.md").exists() and any(p.endswith(".png") for p in result["reports"])
+    levers = pd.read_csv(root / "metrics" / "levers_scores.csv", dtype={"subject": str})
+    assert set(levers.lever) == {"mean_pool"} and set(levers.method) == {"aemg_probe"}
+    assert len(levers) == 3 * len(DATASETS)  # strict zero-shot, one seed
+    ablation = (root / "reports" / "ablation.md").read_text()
+    assert "mean_pool" in ablation and "target_adaptation: none -> unlabelled" in ablation
     pretrain = json.loads((root / "metrics" / "pretrain.json").read_text())
     assert 0 < pretrain["codebook_usage"] <= 1
