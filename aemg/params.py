@@ -97,7 +97,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "grid": "demo",
         "grids": {
-            "demo": {"methods": ["lda", "svm", "cnn", "state_svm", "aemg_probe"],
+            "demo": {"methods": ["lda", "svm", "cnn", "state_svm", "aemg_probe"], "max_folds": 10,
                      "few_shot_methods": ["lda", "svm", "aemg_probe"], "few_shot_fractions": [0.05, 0.2]},
             "full": {
                 "methods": ["lda", "svm", "cnn", "state_svm", "state_vit", "transformer_scratch",
@@ -124,8 +124,10 @@ DEFAULTS: dict[str, Any] = {
         "device": None,
         "num_threads": 1,
         "target_adaptation": ["none", "unlabelled"],
+        "max_folds": None,
         "inner_cv": {
             "n_splits": 3,
+            "max_rows": 3000,
             "methods": ["lda", "svm", "state_svm", "aemg_probe", "aemg_probe_fixedwin"],
             "grids": {
                 "lda": {"lineardiscriminantanalysis__solver": ["lsqr"],

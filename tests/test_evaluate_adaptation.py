@@ -39,15 +39,15 @@ def test_zero_shot_scaling_never_reads_the_test_subject(trials):
     """The test subject 100x louder: the training subjects' scaled trials and features are
     unchanged (no statistic of the test subject), the test subject's own rows scale with it."""
     train = ["S00", "S01", "S02"]
-    quiet = FoldInputSource(trials, _compute, {"hudgins"}, "zero_shot").for_fold(train, "S03", 0)
-    loud = FoldInputSource(_louder(trials, "S03", 100.0), _compute, {"hudgins"}, "zero_shot").for_fold(train, "S03", 0)
+    quiet = FoldInputSource(trials, _compute, {"hudgins"}, "zero_shot").for_fold(train, ["S03"], 0)
+    loud = FoldInputSource(_louder(trials, "S03", 100.0), _compute, {"hudgins"}, "zero_shot").for_fold(train, ["S03"], 0)
     others = trials.subject != "S03"
     np.testing.assert_array_equal(quiet.trials.tokens[others], loud.trials.tokens[others])
     np.testing.assert_array_equal(quiet.features["hudgins"][others], loud.features["hudgins"][others])
     np.testing.assert_allclose(loud.trials.tokens[~others], 100.0 * quiet.trials.tokens[~others], rtol=1e-5)
     assert quiet.statistics["scale_subjects"] == train and quiet.statistics["protocol"] == "zero_shot"
     with pytest.raises(ValueError, match="test subject"):
-        FoldInputSource(trials, _compute, {"hudgins"}, "zero_shot").for_fold([*train, "S03"], "S03", 0)
+        FoldInputSource(trials, _compute, {"hudgins"}, "zero_shot").for_fold([*train, "S03"], ["S03"], 0)
 
 
 def test_unlabelled_target_normalises_every_subject_by_its_own_trials(trials):
@@ -55,7 +55,7 @@ def test_unlabelled_target_normalises_every_subject_by_its_own_trials(trials):
     and standardised features are the same whatever its amplitude."""
     source = FoldInputSource(trials, _compute, {"hudgins"}, "unlabelled_target")
     loud = FoldInputSource(_louder(trials, "S03", 100.0), _compute, {"hudgins"}, "unlabelled_target")
-    a, b = source.for_fold(["S00", "S01", "S02"], "S03", 0), loud.for_fold(["S00", "S01", "S02"], "S03", 0)
+    a, b = source.for_fold(["S00", "S01", "S02"], ["S03"], 0), loud.for_fold(["S00", "S01", "S02"], ["S03"], 0)
     np.testing.assert_allclose(a.trials.tokens, b.trials.tokens, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(a.features["hudgins"], b.features["hudgins"], rtol=1e-3, atol=1e-4)
     mine = trials.subject == "S03"
@@ -174,3 +174,37 @@ def test_cross_session_fits_one_session_and_scores_the_others():
     check_folds({"synthetic": res.folds})
     per = summarize(table)["synthetic"]["lda"]["cross_session"]
     assert set(per) == {"Test0", "Test1"} and per["Test0"]["n_subjects"] == 3
+
+
+def test_grouped_folds_hold_every_subject_out_once_with_per_subject_rows(trials):
+    from aemg.evaluate.splits import subject_folds
+
+    folds = list(subject_folds(trials.subject, max_folds=2, seed=0))
+    assert len(folds) == 2 and sorted(s for held, _, _ in folds for s in held) == trials.subjects
+    for held, train, test in folds:
+        assert set(trials.subject[test]) == set(held) and not set(held) & set(trials.subject[train])
+    assert [h for h, _, _ in subject_folds(trials.subject, max_folds=10)] == [[s] for s in trials.subjects]  # LOSO
+    res = run_folds(trials, get_methods(["lda"]), compute_features(trials, {"hudgins"}, {}, None), max_folds=2,
+                    few_shot_methods=["lda"], fractions=[0.2])
+    zero = [r for r in res.rows if r["fraction"] == 0]
+    assert sorted(r["subject"] for r in zero) == trials.subjects
+    assert sum(r["n_trials"] for r in zero) == len(trials)
+    assert len(res.folds) == 4 and {len(f["held_out_together"]) for f in res.folds} == {2}
+    check_folds({"synthetic": res.folds})
+
+
+def test_inner_cv_searches_a_bounded_subset_then_fits_everything(trials, monkeypatch):
+    from sklearn.model_selection import GroupKFold
+
+    sizes: list[int] = []
+    split = GroupKFold.split
+
+    def spy(self, X, y=None, groups=None):
+        sizes.append(len(X))
+        return split(self, X, y, groups)
+
+    monkeypatch.setattr(GroupKFold, "split", spy)
+    cv = InnerCV(grids={"svm": {"svc__C": [0.1, 10.0]}}, n_splits=2, max_rows=40)
+    res = run_folds(trials, get_methods(["svm"]), compute_features(trials, {"hudgins"}, {}, None), inner_cv=cv)
+    assert sizes == [40] * 4
+    assert all(f["methods"]["svm"]["0"]["fitted_subjects"] == f["train_subjects"] for f in res.folds)

@@ -78,13 +78,14 @@ class FoldInputSource:
         self._cache_key: Any = None
         self._cache: dict[Any, dict[str, np.ndarray]] = {}
 
-    def _scaling(self, train_subjects: Sequence[str], test_subject: str) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    def _scaling(self, train_subjects: Sequence[str], test_subjects: Sequence[str]) -> tuple[Any, np.ndarray, dict[str, Any]]:
         """(cache key, per-row scale (n, C), provenance)."""
         subject = self.raw.subject
         if self.protocol == "zero_shot":
             used = sorted(set(train_subjects))
-            if test_subject in used:
-                raise ValueError(f"{self.raw.dataset}: zero-shot scaling asked to use the test subject {test_subject}")
+            if set(test_subjects) & set(used):
+                raise ValueError(f"{self.raw.dataset}: zero-shot scaling asked to use test subject(s) "
+                                 f"{sorted(set(test_subjects) & set(used))}")
             pooled = pooled_rms(self._own, used)
             stats = {"protocol": self.protocol, "scale": "pooled channel RMS of the training subjects",
                      "scale_subjects": used, "standardised": False}
@@ -105,8 +106,8 @@ class FoldInputSource:
                  "unscaled_subjects": missing, "standardised": False}
         return ("session", self.train_session), scale, stats
 
-    def for_fold(self, train_subjects: Sequence[str], test_subject: str, seed: int) -> FoldInputs:
-        key, scale, stats = self._scaling(train_subjects, test_subject)
+    def for_fold(self, train_subjects: Sequence[str], test_subjects: Sequence[str], seed: int) -> FoldInputs:
+        key, scale, stats = self._scaling(train_subjects, test_subjects)
         if key != self._cache_key:
             self._cache_key, self._cache = key, {}
             trials = self.raw.with_tokens(scale_rows(self.raw.tokens, scale))
@@ -135,6 +136,6 @@ class GivenInputs:
     def __init__(self, trials: Trials, features: dict[str, np.ndarray]):
         self.raw, self.features = trials, features
 
-    def for_fold(self, train_subjects: Sequence[str], test_subject: str, seed: int) -> FoldInputs:
+    def for_fold(self, train_subjects: Sequence[str], test_subjects: Sequence[str], seed: int) -> FoldInputs:
         return FoldInputs(self.raw, self.features, {"protocol": self.protocol, "scale": "none (features given by the caller)",
                                                      "scale_subjects": []})

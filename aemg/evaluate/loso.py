@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 from aemg.errors import AemgError
 from aemg.evaluate.adaptation import FoldInputs, FoldInputSource, GivenInputs
 from aemg.evaluate.methods import Method, MethodContext, is_aemg, is_baseline
-from aemg.evaluate.splits import few_shot_split, loso_folds
+from aemg.evaluate.splits import few_shot_split, subject_folds
 from aemg.evaluate.trials import Trials
 
 SCORE_COLUMNS = ["dataset", "protocol", "subject", "method", "seed", "fraction", "session", "accuracy",
@@ -61,10 +61,13 @@ class LosoResult:
 @dataclass(frozen=True)
 class InnerCV:
     """Settings chosen per outer fold by leave-subjects-out CV on its training subjects only:
-    ``grids[method]`` is a scikit-learn parameter grid; ``n_splits`` subject groups at most."""
+    ``grids[method]`` is a scikit-learn parameter grid; ``n_splits`` subject groups at most;
+    the search sees at most ``max_rows`` training trials (a seeded random subset, so that the
+    choice costs a fraction of the fit), and the chosen setting is then fitted on all of them."""
 
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     n_splits: int = 3
+    max_rows: int | None = None
 
 
 def scores(dataset: str, subject: str, method: str, fraction: float, y_true: np.ndarray, y_pred: np.ndarray,
@@ -142,14 +145,22 @@ class SubjectsSeen:
                 "ambiguous_rows": sum(o is None for o in owners)}
 
 
-def _search(estimator: Any, grid: dict[str, list[Any]], groups: np.ndarray, n_splits: int) -> Any:
+def _select(estimator: Any, grid: dict[str, list[Any]], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
+            cv: InnerCV, seed: int) -> tuple[dict[str, Any], float] | None:
+    """(best setting, its inner-CV accuracy) by ``GroupKFold`` over ``groups`` (subjects), on at
+    most ``cv.max_rows`` rows; None when fewer than two subjects leave nothing to cross-validate."""
     from sklearn.model_selection import GridSearchCV, GroupKFold
 
-    k = min(n_splits, len(np.unique(groups)))
+    k = min(cv.n_splits, len(np.unique(groups)))
     if not grid or k < 2:
         return None
-    return GridSearchCV(estimator, grid, cv=GroupKFold(n_splits=k), scoring="accuracy", refit=True,
-                        error_score="raise", n_jobs=1)
+    rows = np.arange(len(y))
+    if cv.max_rows and len(rows) > cv.max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, int(cv.max_rows), replace=False))
+    search = GridSearchCV(estimator, grid, cv=GroupKFold(n_splits=k), scoring="accuracy", refit=False,
+                          error_score="raise", n_jobs=1)
+    search.fit(X[rows], y[rows], groups=groups[rows])
+    return {k_: _plain(v) for k_, v in search.best_params_.items()}, float(search.best_score_)
 
 
 class _Fitter:
@@ -170,18 +181,15 @@ class _Fitter:
         X_fit = self.X[fit_rows]
         record = self.seen(X_fit)
         grid = (self.inner_cv.grids.get(self.method.name) if self.inner_cv else None) or {}
-        search = _search(model, grid, self.fold.trials.subject[fit_rows], self.inner_cv.n_splits) if select and grid else None
-        if search is not None:
-            search.fit(X_fit, y[fit_rows], groups=self.fold.trials.subject[fit_rows])
-            self.selected = {k: _plain(v) for k, v in search.best_params_.items()}
+        chosen = _select(model, grid, X_fit, y[fit_rows], self.fold.trials.subject[fit_rows], self.inner_cv,
+                         self.ctx.seed) if select and grid and self.inner_cv else None
+        if chosen is not None:
+            self.selected, score = chosen
+            record["inner_cv_accuracy"] = round(score, 4)
+        if self.selected:
+            model.set_params(**self.selected)
             record["selected"] = self.selected
-            record["inner_cv_accuracy"] = round(float(search.best_score_), 4)
-            model = search
-        else:
-            if self.selected:
-                model.set_params(**self.selected)
-                record["selected"] = self.selected
-            model.fit(X_fit, y[fit_rows])
+        model.fit(X_fit, y[fit_rows])
         pred = np.asarray(model.predict(self.X[test_rows]))
         self.seconds[self.method.name] = self.seconds.get(self.method.name, 0.0) + time.perf_counter() - t0
         return pred, record
@@ -220,12 +228,16 @@ def run_folds(
     max_repeat: int = 20,
     seeds: Sequence[int] = (0,),
     inner_cv: InnerCV | None = None,
+    max_folds: int | None = None,
     model_dirs: Callable[[int], Path | None] | None = None,
     leak_check: LeakCheck | None = None,
     log: Callable[[str], None] | None = None,
 ) -> LosoResult:
-    """LOSO of every method (fraction 0) plus few-shot adaptation rows (fraction > 0).
+    """Leave-subjects-out scoring of every method (fraction 0) plus few-shot rows (fraction > 0).
 
+    Every subject is held out exactly once: alone (LOSO) or, with ``max_folds`` and more
+    subjects than that, together with others in one of ``max_folds`` seeded groups (a demo-sized
+    grid on a 40-person dataset); rows and fold manifests are per held-out subject either way.
     ``inputs`` gives each fold its scaled trials and features under one protocol
     (:class:`~aemg.evaluate.adaptation.FoldInputSource`), or is a plain dict of feature arrays
     used as they are. Seeded methods (torch, K-means, pre-trained) run once per seed in
@@ -235,7 +247,7 @@ def run_folds(
 
     Few-shot: for each target subject, :func:`~aemg.evaluate.splits.few_shot_split` gives a fixed
     test set and nested class-stratified adaptation subsets from the earliest trials; the subset
-    (repeated to weigh like one training subject, see ``max_repeat``) is added to the other
+    (repeated to weigh like one training subject, see ``max_repeat``) is added to the training
     subjects' trials and a fresh estimator is fitted. ``pool_fraction`` is always evaluated too:
     it is the "full data" reference of the few-shot table.
     """
@@ -247,52 +259,55 @@ def run_folds(
     y = trials.gesture
     fs_methods = {m.name for m in methods if m.name in set(few_shot_methods)}
     fracs = sorted({float(f) for f in fractions} | ({float(pool_fraction)} if fs_methods and fractions else set()))
-    for fold_no, (subject, train, test) in enumerate(loso_folds(trials.subject)):
+    for fold_no, (held_out, train, test) in enumerate(subject_folds(trials.subject, max_folds, int(seeds[0]))):
         train_subjects = sorted(set(trials.subject[train].tolist()))
-        fold: dict[str, Any] = {
-            "fold": fold_no, "protocol": protocol, "test_subject": subject, "train_subjects": train_subjects,
-            "n_train_trials": len(train), "n_test_trials": len(test), "methods": {},
-        }
-        split = None
-        if fs_methods and fracs:
-            split = few_shot_split(y, trials.chrono, trials.contraction, test, fracs, pool_fraction, subject)
+        folds = {s: {"fold": fold_no, "protocol": protocol, "test_subject": s, "held_out_together": held_out,
+                     "train_subjects": train_subjects, "n_train_trials": len(train),
+                     "n_test_trials": int((trials.subject[test] == s).sum()), "methods": {}} for s in held_out}
+        splits = {}
+        for s in held_out if fs_methods and fracs else []:
+            mine = test[trials.subject[test] == s]
+            splits[s] = split = few_shot_split(y, trials.chrono, trials.contraction, mine, fracs, pool_fraction, s)
             if len(split.test) == 0:
-                raise AemgError(f"{trials.dataset}: subject {subject} has too few trials for a few-shot test set")
-            fold["few_shot"] = {
+                raise AemgError(f"{trials.dataset}: subject {s} has too few trials for a few-shot test set")
+            folds[s]["few_shot"] = {
                 "test_trials": trials.event_index[split.test].tolist(), "pool_size": len(split.pool),
                 "adaptation_trials": {str(f): trials.event_index[idx].tolist() for f, idx in split.subsets.items()},
                 "methods": {},
             }
         for method in methods:
             for seed in _seeds_of(method, seeds):
-                inputs_f = source.for_fold(train_subjects, subject, seed)
-                fold.setdefault("statistics", inputs_f.statistics)
+                inputs_f = source.for_fold(train_subjects, held_out, seed)
                 model_dir = model_dirs(seed) if model_dirs else ctx.model_dir
                 fit_ctx = replace(ctx, seed=seed, trials=inputs_f.trials, model_dir=model_dir)
-                entry: dict[str, Any] = {}
+                checks = {}
                 if method.pretrained:
                     if leak_check is None:
                         raise AemgError(f"{trials.dataset}: method {method.name!r} uses a pre-trained model but no leak check was given")
-                    entry["pretrained"] = leak_check(method, subject, seed)
+                    checks = {s: leak_check(method, s, seed) for s in held_out}
                 fitter = _Fitter(method, fit_ctx, inputs_f, guard, result.seconds, inner_cv)
                 pred, record = fitter.fit_predict(train, test, select=True)
-                entry.update(record)
-                fold["methods"].setdefault(method.name, {})[str(seed)] = entry
-                result.rows.append(scores(trials.dataset, subject, method.name, 0.0, y[test], pred, protocol, seed,
-                                          inner_cv_accuracy=record.get("inner_cv_accuracy", math.nan)))
-                result.predictions.extend(
-                    {"dataset": trials.dataset, "protocol": protocol, "subject": subject, "method": method.name,
-                     "seed": seed, "fraction": 0.0, "session": "", "event_index": int(e), "y_true": int(t), "y_pred": int(p)}
-                    for e, t, p in zip(trials.event_index[test], y[test], pred, strict=True)
-                )
-                if split is not None and method.name in fs_methods:
-                    _few_shot(trials, method, fitter, split, train, test, pred, len(train_subjects), max_repeat,
-                              protocol, seed, fold["few_shot"], result, leak_check)
-        result.folds.append(fold)
+                for s in held_out:
+                    mine = trials.subject[test] == s
+                    folds[s].setdefault("statistics", inputs_f.statistics)
+                    folds[s]["methods"].setdefault(method.name, {})[str(seed)] = record | (
+                        {"pretrained": checks[s]} if s in checks else {})
+                    result.rows.append(scores(trials.dataset, s, method.name, 0.0, y[test][mine], pred[mine], protocol,
+                                              seed, inner_cv_accuracy=record.get("inner_cv_accuracy", math.nan)))
+                    result.predictions.extend(
+                        {"dataset": trials.dataset, "protocol": protocol, "subject": s, "method": method.name,
+                         "seed": seed, "fraction": 0.0, "session": "", "event_index": int(e), "y_true": int(t),
+                         "y_pred": int(p)}
+                        for e, t, p in zip(trials.event_index[test][mine], y[test][mine], pred[mine], strict=True)
+                    )
+                    if s in splits and method.name in fs_methods:
+                        _few_shot(trials, method, fitter, splits[s], train, test, pred, len(train_subjects), max_repeat,
+                                  protocol, seed, folds[s]["few_shot"], result, leak_check)
+        result.folds.extend(folds.values())
         if log:
             accs = ", ".join(f"{r['method']}={r['accuracy']:.3f}" for r in result.rows
-                             if r["subject"] == subject and r["fraction"] == 0 and r["seed"] == seeds[0])
-            log(f"{trials.dataset}: {protocol}: fold {fold_no + 1} (test {subject}): {accs}")
+                             if r["subject"] in held_out and r["fraction"] == 0 and r["seed"] == seeds[0])
+            log(f"{trials.dataset}: {protocol}: fold {fold_no + 1} (test {', '.join(held_out)}): {accs}")
     return result
 
 
@@ -345,7 +360,7 @@ def run_cross_session(
                                 "train_session": train_session, "test_sessions": sorted(tests), "methods": {}}
         for method in methods:
             for seed in _seeds_of(method, seeds):
-                inputs_f = source.for_fold([subject], subject, seed)
+                inputs_f = source.for_fold([subject], [subject], seed)
                 fold.setdefault("statistics", inputs_f.statistics)
                 model_dir = model_dirs(seed) if model_dirs else ctx.model_dir
                 fit_ctx = replace(ctx, seed=seed, trials=inputs_f.trials, model_dir=model_dir)

@@ -87,7 +87,9 @@ def inner_cv_of(ep: dict[str, Any]) -> InnerCV | None:
     """``evaluate.inner_cv`` as an :class:`InnerCV` (None when it names no method)."""
     cfg = ep_get(ep, "inner_cv") or {}
     grids = {m: dict(g) for m, g in (cfg.get("grids") or {}).items() if m in set(cfg.get("methods") or [])}
-    return InnerCV(grids=grids, n_splits=int(cfg.get("n_splits", 3))) if grids else None
+    max_rows = cfg.get("max_rows")
+    return InnerCV(grids=grids, n_splits=int(cfg.get("n_splits", 3)),
+                   max_rows=int(max_rows) if max_rows else None) if grids else None
 
 
 def protocols_of(ep: dict[str, Any]) -> list[str]:
@@ -127,7 +129,8 @@ def evaluate_trials(trials: Trials, ep: dict[str, Any], model_dir: Path | ModelD
             fractions=[float(f) for f in ep_get(ep, "few_shot_fractions")],
             pool_fraction=float(ep_get(ep, "few_shot_pool")),
             max_repeat=int(ep_get(ep, "few_shot_max_repeat")),
-            seeds=seeds, inner_cv=inner_cv_of(ep), model_dirs=model_dirs, leak_check=leak_check,
+            seeds=seeds, inner_cv=inner_cv_of(ep), max_folds=ep_get(ep, "max_folds"), model_dirs=model_dirs,
+            leak_check=leak_check,
             log=log,
         ))
     cs = ep_get(ep, "cross_session") or {}

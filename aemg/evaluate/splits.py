@@ -17,6 +17,28 @@ def loso_folds(subject: np.ndarray) -> Iterator[tuple[str, np.ndarray, np.ndarra
         yield str(held_out), train, test
 
 
+def subject_folds(subject: np.ndarray, max_folds: int | None = None, seed: int = 0
+                  ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """(held-out subjects, train indices, test indices); every subject is held out exactly once.
+
+    LOSO (one subject per fold) unless ``max_folds`` is set and smaller than the number of
+    subjects: then the subjects, in a seeded random order, are dealt into ``max_folds`` groups
+    of near-equal size (leave-subjects-out), which bounds the cost on a 40-person dataset.
+    """
+    names = np.array(sorted(set(np.asarray(subject).tolist())))
+    if not max_folds or len(names) <= max_folds:
+        for held_out, train, test in loso_folds(subject):
+            yield [held_out], train, test
+        return
+    order = np.random.default_rng(seed).permutation(len(names))
+    for k in range(int(max_folds)):
+        held_out = sorted(names[order[k::int(max_folds)]].tolist())
+        test_mask = np.isin(subject, held_out)
+        train, test = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
+        assert not set(held_out) & set(subject[train].tolist()), "leave-subjects-out split leaked a test subject"
+        yield held_out, train, test
+
+
 @dataclass(frozen=True)
 class FewShotSplit:
     """One target subject's trials: an adaptation pool (earliest trials of every class), a fixed
