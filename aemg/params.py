@@ -97,7 +97,8 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "grid": "demo",
         "grids": {
-            "demo": {"methods": ["lda", "svm", "cnn", "state_svm", "aemg_probe"], "max_folds": 10,
+            "demo": {"methods": ["lda", "svm", "cnn", "state_svm", "aemg_probe"],
+                     "max_folds": 5, "few_shot_max_subjects": 8,
                      "few_shot_methods": ["lda", "svm", "aemg_probe"], "few_shot_fractions": [0.05, 0.2]},
             "full": {
                 "methods": ["lda", "svm", "cnn", "state_svm", "state_vit", "transformer_scratch",
@@ -110,6 +111,7 @@ DEFAULTS: dict[str, Any] = {
         "few_shot_fractions": [0.01, 0.05, 0.1, 0.2, 0.4, 0.8],
         "few_shot_pool": 0.8,
         "few_shot_max_repeat": 20,
+        "few_shot_max_subjects": None,
         "torch_epochs": 15,
         "transformer_epochs": 10,
         "transformer_patch_budget": 200000,

@@ -185,7 +185,8 @@ def test_grouped_folds_hold_every_subject_out_once_with_per_subject_rows(trials)
         assert set(trials.subject[test]) == set(held) and not set(held) & set(trials.subject[train])
     assert [h for h, _, _ in subject_folds(trials.subject, max_folds=10)] == [[s] for s in trials.subjects]  # LOSO
     res = run_folds(trials, get_methods(["lda"]), compute_features(trials, {"hudgins"}, {}, None), max_folds=2,
-                    few_shot_methods=["lda"], fractions=[0.2])
+                    few_shot_methods=["lda"], fractions=[0.2], few_shot_max_subjects=3)
+    assert len({r["subject"] for r in res.rows if r["fraction"] > 0}) == 3  # a seeded subset of targets
     zero = [r for r in res.rows if r["fraction"] == 0]
     assert sorted(r["subject"] for r in zero) == trials.subjects
     assert sum(r["n_trials"] for r in zero) == len(trials)

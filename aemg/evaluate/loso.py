@@ -229,6 +229,7 @@ def run_folds(
     seeds: Sequence[int] = (0,),
     inner_cv: InnerCV | None = None,
     max_folds: int | None = None,
+    few_shot_max_subjects: int | None = None,
     model_dirs: Callable[[int], Path | None] | None = None,
     leak_check: LeakCheck | None = None,
     log: Callable[[str], None] | None = None,
@@ -249,7 +250,8 @@ def run_folds(
     test set and nested class-stratified adaptation subsets from the earliest trials; the subset
     (repeated to weigh like one training subject, see ``max_repeat``) is added to the training
     subjects' trials and a fresh estimator is fitted. ``pool_fraction`` is always evaluated too:
-    it is the "full data" reference of the few-shot table.
+    it is the "full data" reference of the few-shot table. ``few_shot_max_subjects`` limits the
+    targets to a seeded subset (one fit per target, fraction and seed is the cost of few-shot).
     """
     ctx = ctx or MethodContext(trials=trials)
     source = _as_source(trials, inputs)
@@ -259,13 +261,17 @@ def run_folds(
     y = trials.gesture
     fs_methods = {m.name for m in methods if m.name in set(few_shot_methods)}
     fracs = sorted({float(f) for f in fractions} | ({float(pool_fraction)} if fs_methods and fractions else set()))
+    targets = set(trials.subjects)
+    if few_shot_max_subjects and len(targets) > few_shot_max_subjects:
+        rng = np.random.default_rng(int(seeds[0]))
+        targets = set(rng.choice(trials.subjects, int(few_shot_max_subjects), replace=False).tolist())
     for fold_no, (held_out, train, test) in enumerate(subject_folds(trials.subject, max_folds, int(seeds[0]))):
         train_subjects = sorted(set(trials.subject[train].tolist()))
         folds = {s: {"fold": fold_no, "protocol": protocol, "test_subject": s, "held_out_together": held_out,
                      "train_subjects": train_subjects, "n_train_trials": len(train),
                      "n_test_trials": int((trials.subject[test] == s).sum()), "methods": {}} for s in held_out}
         splits = {}
-        for s in held_out if fs_methods and fracs else []:
+        for s in [s for s in held_out if s in targets] if fs_methods and fracs else []:
             mine = test[trials.subject[test] == s]
             splits[s] = split = few_shot_split(y, trials.chrono, trials.contraction, mine, fracs, pool_fraction, s)
             if len(split.test) == 0:

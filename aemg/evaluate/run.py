@@ -129,7 +129,8 @@ def evaluate_trials(trials: Trials, ep: dict[str, Any], model_dir: Path | ModelD
             fractions=[float(f) for f in ep_get(ep, "few_shot_fractions")],
             pool_fraction=float(ep_get(ep, "few_shot_pool")),
             max_repeat=int(ep_get(ep, "few_shot_max_repeat")),
-            seeds=seeds, inner_cv=inner_cv_of(ep), max_folds=ep_get(ep, "max_folds"), model_dirs=model_dirs,
+            seeds=seeds, inner_cv=inner_cv_of(ep), max_folds=ep_get(ep, "max_folds"),
+            few_shot_max_subjects=ep_get(ep, "few_shot_max_subjects"), model_dirs=model_dirs,
             leak_check=leak_check,
             log=log,
         ))
