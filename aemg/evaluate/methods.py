@@ -106,7 +106,16 @@ def _transformer(init: str) -> Callable[[MethodContext], Any]:
 
 
 def _probe(ctx: MethodContext) -> Any:
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=_ctx(ctx).seed))
+    """Linear probe on frozen embeddings (``evaluate.probe``): ``lda``, shrinkage LDA (Ledoit-Wolf
+    by default), or ``logistic`` regression. Measured on Myo (40 people, 5 subject folds, one seed):
+    logistic C=0.01 0.801 at 14 s per fit, shrinkage LDA 0.791 at 1.0 s, logistic C=1 0.776 at 41 s."""
+    c = _ctx(ctx)
+    kind = ep_get(c.ep, "probe")
+    if kind == "lda":
+        return make_pipeline(StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
+    if kind == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000, random_state=c.seed))
+    raise ValueError(f"evaluate.probe={kind!r}; valid: lda, logistic")
 
 
 METHODS: dict[str, Method] = {
