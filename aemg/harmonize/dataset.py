@@ -126,10 +126,10 @@ class SampleWriter:
     def __init__(self, target: Path, channels: pd.DataFrame, chunk_samples: int) -> None:
         self.target, self.chunk = target, chunk_samples
         self.coords = {
-            "channel": channels["channel"].to_numpy(object),
+            "channel": text_array(channels["channel"]),
             "angle_deg": ("channel", channels["angle_deg"].to_numpy(float)),
             "distance": ("channel", channels["distance"].to_numpy(float)),
-            "muscle": ("channel", channels["muscle"].to_numpy(object)),
+            "muscle": ("channel", text_array(channels["muscle"])),
         }
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []
         self.n_pending = 0
