@@ -66,23 +66,8 @@ def _print_summary(results: dict[str, Any]) -> None:
         console.print(f"[bold]{name}[/bold]: {json.dumps(summary, default=str)}")
 
 
-@datasets_app.callback(invoke_without_command=True)
-def datasets(
-    ctx: typer.Context,
-    raw: Annotated[str, typer.Option(help="raw data folder")] = "data/raw",
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="table | csv | json (default: table on a terminal, csv when piped)")
-    ] = None,
-) -> None:
-    """The registry: what each dataset is and whether it is cached here. Ids always print whole."""
-    if ctx.invoked_subcommand:
-        return
-    from aemg.datasets.table import registry_rows
-
-    fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
-    if fmt not in ("table", "csv", "json"):
-        raise typer.BadParameter(f"--format must be table, csv or json, got {fmt!r}")
-    rows = _run(registry_rows, raw_dir=Path(raw))
+def _print_rows(rows: list[dict[str, str]], fmt: str, title: str, long_cols: tuple[str, ...] = ()) -> None:
+    """Rows as csv, json or a terminal table; a narrow terminal drops ``long_cols`` (never the id)."""
     if fmt == "json":
         print(json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -93,15 +78,38 @@ def datasets(
         writer.writerows(rows)
     else:
         wide = console.width >= 160  # a narrow terminal gets the short columns; the long text is in csv/json
-        cols = [c for c in rows[0] if wide or c not in ("title", "device", "licence")]
-        table = Table(title="aemg datasets", caption=None if wide else "title, device, licence: --format csv or json",
-                      box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        cols = [c for c in rows[0] if wide or c not in long_cols]
+        caption = None if wide or not long_cols else f"{', '.join(long_cols)}: --format csv or json"
+        table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
         short = {"channels": "ch", "sfreq": "Hz", "subjects": "subj", "gestures": "gest", "real files": "real"}
         for col in cols:
-            table.add_column(col if wide else short.get(col, col), no_wrap=col != "title", overflow="fold")
+            table.add_column(col if wide else short.get(col, col), no_wrap=col not in long_cols, overflow="fold")
         for row in rows:
             table.add_row(*(row[c] for c in cols))
         console.print(table)
+
+
+@datasets_app.callback(invoke_without_command=True)
+def datasets(
+    ctx: typer.Context,
+    raw: Annotated[str, typer.Option(help="raw data folder")] = "data/raw",
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="table | csv | json (default: table on a terminal, csv when piped)")
+    ] = None,
+    gestures: Annotated[bool, typer.Option("--gestures", help="list the gesture vocabulary (shared and user)")] = False,
+) -> None:
+    """The registry: what each dataset is and whether it is cached here. Ids always print whole."""
+    if ctx.invoked_subcommand:
+        return
+    from aemg.datasets.table import gesture_rows, registry_rows
+
+    fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"--format must be table, csv or json, got {fmt!r}")
+    if gestures:
+        _print_rows(_run(gesture_rows), fmt, "aemg gestures", long_cols=("datasets",))
+    else:
+        _print_rows(_run(registry_rows, raw_dir=Path(raw)), fmt, "aemg datasets", long_cols=("title", "device", "licence"))
 
 
 @datasets_app.command("add")

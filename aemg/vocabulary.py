@@ -7,7 +7,18 @@ never renumbered); -1 means "no label" (pauses, transitions, the UCI set's class
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+from filelock import FileLock
+
 UNLABELLED = -1
+# A user's own gesture names (declared by a spec in datasets.d/) get codes from here up; the shared
+# vocabulary stays below, so the two can never collide whatever either one grows to (int16 store).
+USER_CODE_BASE = 10_000
 
 GESTURES: dict[str, int] = {
     "rest": 0,
@@ -70,6 +81,39 @@ GESTURES: dict[str, int] = {
 }
 
 CODE_TO_NAME: dict[int, str] = {code: name for name, code in GESTURES.items()}
+assert max(GESTURES.values()) < USER_CODE_BASE, "the shared vocabulary must stay below USER_CODE_BASE"
+
+
+def user_gestures(path: Path) -> dict[str, int]:
+    """The user vocabulary file (``name: code``), empty when there is none yet."""
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    return {str(name): int(code) for name, code in data.items()}
+
+
+def register_user_gestures(names: Iterable[str], path: Path) -> dict[str, int]:
+    """Give each new name the next free user code; existing entries are never renumbered.
+
+    One file shared by every user spec (the same name means the same gesture in all of them),
+    written atomically under a lock so two processes registering at once cannot both take a code.
+    """
+    wanted = [n for n in names if n not in GESTURES]
+    known = user_gestures(path)
+    if all(n in known for n in wanted):
+        return known
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        known = user_gestures(path)
+        for name in wanted:
+            if name not in known:
+                known[name] = max(known.values(), default=USER_CODE_BASE - 1) + 1
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as handle:
+            handle.write("# user gesture codes (aemg): never renumbered, shared by every spec in datasets.d/\n")
+            yaml.safe_dump(known, handle, sort_keys=False)
+        os.replace(tmp, path)
+    return known
 
 
 def gesture_code(name: str, *, where: str) -> int:

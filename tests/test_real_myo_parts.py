@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from aemg.datasets.registry import get_spec
+from aemg.harmonize.dataset import recording_table_from
 from aemg.harmonize.recording import harmonize_file
+from aemg.harmonize.stage import harmonize_one
 from aemg.params import DEFAULTS
+from aemg.store import open_group
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +48,18 @@ def test_evaluation_file_harmonizes_with_part_round_and_repetition(spec, shared_
     native = np.fromfile(shared_data / spec.id / rel, dtype="<i2").reshape(-1, 8)
     assert rec.native_n_times == len(native)
     assert np.all(rec.gesture == rec.gesture[0])
+
+
+def test_store_holds_part_subjects_and_round_sessions_in_plain_unicode(spec, shared_data, tmp_path):
+    """What the cross-session protocol reads: per recording, subject with its part and session = round name."""
+    store = tmp_path / "h.zarr"
+    harmonize_one(spec, shared_data / spec.id, store, dict(DEFAULTS["harmonize"]), subjects=["eval-Female1"])
+    ds = open_group(store, spec.id)
+    assert ds["subject"].dtype.kind == "U" and ds["session"].dtype.kind == "U"
+    table = recording_table_from(ds)
+    assert set(table["subject"]) == {"eval-Female1"} and len(table) == 3 * 28
+    assert table.groupby("session").size().to_dict() == {"Test0": 28, "Test1": 28, "training0": 28}
+    assert sorted(set(table["repetition"])) == [0, 1, 2, 3]
+    meta = ds[["session", "n_times"]].compute()
+    one_round = meta.where(meta.session == "Test1", drop=True)  # plain xarray idiom on the store's strings
+    assert one_round.sizes["recording"] == 28

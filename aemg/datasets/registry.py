@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aemg.datasets.spec import DatasetSpec, load_spec
 from aemg.errors import DatasetError
+from aemg.vocabulary import GESTURES, register_user_gestures, user_gestures
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
@@ -15,6 +16,17 @@ BUILTIN_DIR = Path(__file__).parent / "builtin"
 def user_specs_dir() -> Path:
     """``datasets.d/`` beside the working directory unless ``AEMG_DATASETS_D`` says otherwise."""
     return Path(os.environ.get("AEMG_DATASETS_D", "datasets.d"))
+
+
+def user_vocabulary_path() -> Path:
+    """The user vocabulary file, kept beside ``datasets.d/`` (the specs that declare its names)."""
+    directory = user_specs_dir()
+    return directory.parent / f"{directory.name}.gestures.yaml"
+
+
+def gesture_codes() -> dict[str, int]:
+    """Every gesture name a spec may map to: the shared vocabulary plus the user's own names."""
+    return {**GESTURES, **user_gestures(user_vocabulary_path())}
 
 
 @lru_cache(maxsize=1)
@@ -39,6 +51,8 @@ def all_specs(directory: Path | None = None) -> dict[str, DatasetSpec]:
                 file=str(path),
                 fix="give the new dataset its own id",
             )
+        if spec.user_gestures:
+            register_user_gestures(spec.user_gestures, user_vocabulary_path())
         specs[spec.id] = spec
     return specs
 

@@ -26,7 +26,7 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATASET_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 KNOWN_KEYS = frozenset(
     "id title citation doi licence access device format sfreq units scale_to_volts signal channels gestures "
-    "pattern parts reader_checked older_layouts n_subjects files file_grid base_url archive urls reader_options quirks manual_instructions".split()
+    "pattern parts user_gestures reader_checked older_layouts n_subjects files file_grid base_url archive urls reader_options quirks manual_instructions".split()
 )
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader parses large specs 7x faster
 
@@ -77,6 +77,7 @@ class DatasetSpec:
     urls: tuple[str, ...] = ()
     parts: Mapping[str, str] = field(default_factory=dict)
     older_layouts: tuple[tuple[str, str], ...] = ()  # (regex on a listed path, replacement: its older name)
+    user_gestures: tuple[str, ...] = ()  # names this spec adds to the user vocabulary (datasets.d/ only)
     reader_checked: bool = False  # the reader has run on the dataset's real files (not only on fixtures)
     source: str = "builtin"
 
@@ -147,7 +148,20 @@ def _channels(raw: Any, errors: list[str]) -> tuple[Channel, ...]:
     return tuple(channels)
 
 
-def _gestures(raw: Any, errors: list[str]) -> dict[int, str]:
+def _user_gestures(raw: Any, errors: list[str]) -> tuple[str, ...]:
+    """Gesture names the shared vocabulary lacks, declared so that no class has to be mislabelled."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(n, str) and re.fullmatch(r"[a-z][a-z0-9_]*", n) for n in raw):
+        errors.append(f"'user_gestures' must be a list of snake_case names, got {raw!r}")
+        return ()
+    shared = sorted(set(raw) & set(GESTURES))
+    if shared:
+        errors.append(f"user_gestures {shared} are already in the shared vocabulary: map to them directly")
+    return tuple(n for n in raw if n not in GESTURES)
+
+
+def _gestures(raw: Any, errors: list[str], declared: tuple[str, ...] = ()) -> dict[int, str]:
     if not isinstance(raw, Mapping) or not raw:
         errors.append("'gestures' must map native label codes to shared gesture names")
         return {}
@@ -158,9 +172,10 @@ def _gestures(raw: Any, errors: list[str]) -> dict[int, str]:
         except (TypeError, ValueError):
             errors.append(f"gesture code {code!r} is not an integer")
             continue
-        if name not in GESTURES:
+        if name not in GESTURES and name not in declared:
             errors.append(
-                f"gesture {native}: unknown shared name {name!r} (valid: {', '.join(GESTURES)})"
+                f"gesture {native}: unknown shared name {name!r} (valid: {', '.join(GESTURES)}; "
+                "a name of your own must be declared under 'user_gestures')"
             )
             continue
         out[native] = name
@@ -282,7 +297,8 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
     if not isinstance(parts, Mapping) or not all(isinstance(v, str) and v for v in parts.values()):
         errors.append(f"'parts' must map a part folder to a short non-empty name (pre, eval), got {parts!r}")
         parts = {}
-    gestures = _gestures(data.get("gestures"), errors)
+    declared = _user_gestures(data.get("user_gestures"), errors)
+    gestures = _gestures(data.get("gestures"), errors, declared)
     files = _grid_files(data.get("file_grid"), errors) | (
         _files(data["files"], errors) if "files" in data or "file_grid" not in data else {}
     )
@@ -335,6 +351,7 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
         parts={str(k): v for k, v in parts.items()},
         reader_checked=reader_checked is True,
         older_layouts=older_layouts,
+        user_gestures=declared,
         source=source,
     )
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aemg.datasets.registry import all_specs
+from aemg.datasets.registry import all_specs, gesture_codes
+from aemg.vocabulary import GESTURES
 
 
 def registry_rows(raw_dir: Path = Path("data/raw")) -> list[dict[str, str]]:
@@ -29,6 +30,20 @@ def registry_rows(raw_dir: Path = Path("data/raw")) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def gesture_rows() -> list[dict[str, str]]:
+    """The vocabulary (shared names, then the user's own) with the datasets that map onto each name."""
+    specs = all_specs()  # registers the names user specs declare
+    return [
+        {
+            "name": name,
+            "code": str(code),
+            "vocabulary": "shared" if name in GESTURES else "user",
+            "datasets": " ".join(s.id for s in specs.values() if name in s.gestures.values()),
+        }
+        for name, code in gesture_codes().items()
+    ]
 
 
 def markdown_table(raw_dir: Path = Path("data/raw")) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from aemg.datasets.download import sha256_of
+from aemg.datasets.registry import gesture_codes
 from aemg.datasets.spec import DatasetSpec
 from aemg.errors import DatasetError
 from aemg.harmonize.channels import ChannelView, channel_view
@@ -82,7 +83,8 @@ def spec_hash(spec: DatasetSpec) -> str:
     count as "changed" for the scheduled run just as new files or parameters do.
     """
     content = {k: v for k, v in asdict(spec).items() if k != "source"}
-    content["gesture_codes"] = {name: GESTURES[name] for name in spec.gestures.values()}
+    vocabulary = gesture_codes() if spec.user_gestures else GESTURES
+    content["gesture_codes"] = {name: vocabulary[name] for name in spec.gestures.values()}
     return params_hash(content)
 
 
@@ -124,10 +126,10 @@ class SampleWriter:
     def __init__(self, target: Path, channels: pd.DataFrame, chunk_samples: int) -> None:
         self.target, self.chunk = target, chunk_samples
         self.coords = {
-            "channel": channels["channel"].to_numpy(object),
+            "channel": text_array(channels["channel"]),
             "angle_deg": ("channel", channels["angle_deg"].to_numpy(float)),
             "distance": ("channel", channels["distance"].to_numpy(float)),
-            "muscle": ("channel", channels["muscle"].to_numpy(object)),
+            "muscle": ("channel", text_array(channels["muscle"])),
         }
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []
         self.n_pending = 0

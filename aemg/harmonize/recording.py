@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from aemg.datasets.registry import gesture_codes
 from aemg.datasets.spec import DatasetSpec
 from aemg.errors import DatasetError
 from aemg.harmonize import signal as sig
@@ -39,7 +40,8 @@ def map_gestures(spec: DatasetSpec, native: np.ndarray, relpath: str) -> np.ndar
             file=relpath,
             fix="add the code to the spec's 'gestures' map",
         )
-    lut = {code: GESTURES[name] for code, name in spec.gestures.items()}
+    vocabulary = gesture_codes() if spec.user_gestures else GESTURES
+    lut = {code: vocabulary[name] for code, name in spec.gestures.items()}
     out = np.empty(native.shape, dtype=np.int16)
     for code in codes:
         out[native == code] = lut[int(code)]
