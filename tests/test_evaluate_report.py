@@ -18,7 +18,6 @@ from aemg.evaluate.run import compute_features
 from aemg.evaluate.synthetic import make_synthetic_trials
 from aemg.model.stage import model_dir
 from aemg.params import DEFAULTS
-from aemg.scaling import channel_rms
 
 DS = "synthetic"
 TINY = {"width": 16, "depth": 1, "heads": 2, "conv_channels": 4, "codebook_size": 8, "code_dim": 4,
@@ -118,10 +117,11 @@ def test_fixed_window_tokens_cover_every_recording(tmp_path):
     assert ts.n_events == int(sum(-(-n // T) for n in h["n_times"].values))
     assert sorted(set(ts.subject)) == trials.subjects
     emg = h["emg"].values[: int(h["n_times"].values[0])].astype(np.float64)
-    first = (emg[:T] - emg[:T].mean(axis=0)).T  # de-meaned raw EMG, one scale per channel
-    ratio = first / ts.tokens[0]
-    np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones_like(ratio), rtol=1e-4)
-    mine = ts.subject == ts.subject[0]  # scaled by the subject's own channel RMS over its windows
-    np.testing.assert_allclose(channel_rms(ts.tokens[mine]), 1.0, rtol=1e-4)
+    first = (emg[:T] - emg[:T].mean(axis=0)).T  # de-meaned (raw EMG), then one scale per channel
+    scale = np.linalg.norm(first, axis=1) / np.linalg.norm(ts.tokens[0], axis=1)
+    np.testing.assert_allclose(ts.tokens[0] * scale[:, None], first, rtol=1e-4, atol=1e-6)
+    for s in set(ts.subject):  # each subject scaled by its own tokens, as pre-training reads events
+        rms = np.sqrt((ts.tokens[ts.subject == s].astype(np.float64) ** 2).mean(axis=(0, 2)))
+        np.testing.assert_allclose(rms, 1.0, rtol=1e-4)
     _, sizes = np.unique(ts.sentence, return_counts=True)
     assert sizes.max() <= tp["max_order"] and ts.order.max() == tp["max_order"] - 1

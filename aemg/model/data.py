@@ -25,7 +25,9 @@ ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 class TokenSet:
     """Contraction-event tokens of one dataset (or one split of it).
 
-    tokens: float32 (n_events, n_chans, n_times), z-scored per channel.
+    tokens: float32 (n_events, n_chans, n_times), divided per subject by a channel RMS when read
+      (the store keeps them unscaled; :func:`aemg.model.store_io.load_tokenset` scales by each
+      subject's own rows, evaluation per fold).
     positions: float32 (n_chans, 3) = (cos angle, sin angle, distance along the forearm 0..1).
     sentence: int64 (n_events,) sentence (contraction) id; events of a sentence need not be
       contiguous.
