@@ -70,7 +70,11 @@ def test_report_figures_and_readme(tmp_path):
     feats = compute_features(trials, {"hudgins"}, {}, None)
     res = run_folds(trials, methods, feats, MethodContext(trials=trials), few_shot_methods=["lda"], fractions=[0.1, 0.4])
     rows = res.rows + [dict(r, method="aemg_probe") for r in res.rows if r["method"] == "svm" and r["fraction"] == 0]
+    # a second seed and the unlabelled-target protocol: figures average seeds and keep strict zero-shot
+    rows += [dict(r, seed=1) for r in rows if r["method"] == "aemg_probe"]
+    rows += [dict(r, protocol="unlabelled_target") for r in rows if r["fraction"] == 0]
     preds = res.predictions + [dict(p, method="aemg_probe") for p in res.predictions if p["method"] == "svm"]
+    preds += [dict(p, seed=1) for p in preds if p["method"] == "aemg_probe"]
     write_metrics(rows, tmp_path / "metrics", few_shot_zero=res.few_shot_zero, predictions=preds, folds={DS: res.folds})
     _stores(tmp_path / "data", trials)
     model = model_dir(tmp_path / "models", DS, DEFAULTS["pretrain"]["seeds"][0])
@@ -87,13 +91,14 @@ def test_report_figures_and_readme(tmp_path):
     written = build_report(params)
     names = {p.name for p in written}
     assert names == {"per_subject_accuracy.png", f"confusion_{DS}.png", "few_shot.png", f"event_raster_{DS}.png",
-                     f"codebook_prototypes_{DS}.png", f"muscle_states_{DS}.png", "README.md"}
+                     f"codebook_prototypes_{DS}.png", f"muscle_states_{DS}.png", "ablation.md", "README.md"}
     for p in written:
         assert p.parent == tmp_path / "reports" and p.stat().st_size > 1000
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = (tmp_path / "reports" / "README.md").read_text()
     assert "aemg_probe" in readme and "Wilcoxon" in readme and "![few_shot](few_shot.png)" in readme
+    assert "## Levers" in readme and "target_adaptation: none -> unlabelled" in readme
 
 
 def test_report_needs_metrics(tmp_path):

@@ -51,10 +51,18 @@ def _colors(methods: list[str]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- metric figures
+def _strict(rows: pd.DataFrame) -> pd.DataFrame:
+    """Strict zero-shot rows (fraction 0); files written before protocols existed are all that."""
+    rows = rows[rows.fraction == 0]
+    return rows[rows.protocol == "zero_shot"] if "protocol" in rows else rows
+
+
 def plot_per_subject(scores: pd.DataFrame, out: Path) -> Path | None:
-    loso = scores[scores.fraction == 0]
+    """Strict zero-shot accuracy per held-out subject, averaged over seeds."""
+    loso = _strict(scores)
     if loso.empty:
         return None
+    loso = loso.groupby(["dataset", "method", "subject"], as_index=False).accuracy.mean()
     plt = _plt()
     datasets = sorted(loso.dataset.unique())
     methods = sorted(loso.method.unique(), key=lambda m: (is_aemg(m), m))
@@ -72,7 +80,7 @@ def plot_per_subject(scores: pd.DataFrame, out: Path) -> Path | None:
         ax.set_xticks(x, subjects, rotation=60 if len(subjects) > 8 else 0, fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_ylabel("accuracy")
-        ax.set_title(f"{ds}: leave-one-subject-out accuracy per held-out subject", fontsize=10)
+        ax.set_title(f"{ds}: strict zero-shot accuracy per held-out subject (mean over seeds)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method (mean)", title_fontsize=7)
     fig.tight_layout()
@@ -89,7 +97,7 @@ def plot_confusions(summary: dict[str, Any], predictions: pd.DataFrame, out: Pat
         picks = [max((m for m in ranked if is_baseline(m)), key=ranked.get, default=None),
                  max((m for m in ranked if is_aemg(m)), key=ranked.get, default=None)]
         picks = [m for m in picks if m is not None]
-        p = predictions[(predictions.dataset == ds) & (predictions.fraction == 0)]
+        p = _strict(predictions[predictions.dataset == ds])  # every seed's predictions pooled
         if p.empty or not picks:
             continue
         labels = sorted(p.y_true.unique())
