@@ -93,7 +93,7 @@ def test_report_figures_and_readme(tmp_path):
     assert names == {"per_subject_accuracy.png", f"confusion_{DS}.png", "few_shot.png", f"event_raster_{DS}.png",
                      f"codebook_prototypes_{DS}.png", f"muscle_states_{DS}.png", "ablation.md", "README.md"}
     for p in written:
-        assert p.parent == tmp_path / "reports" and p.stat().st_size > 1000
+        assert p.parent == tmp_path / "reports" and p.stat().st_size > (500 if p.suffix == ".md" else 1000)
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = (tmp_path / "reports" / "README.md").read_text()
