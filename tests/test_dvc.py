@@ -46,7 +46,8 @@ def test_dvc_repro_is_incremental(tmp_path, mirror):
     _run(["dvc", "init", "-q"], tmp_path, env)
 
     first = _run(["dvc", "repro"], tmp_path, env)
-    assert _stages_run(first) == {"download", "harmonize", "tokenize", "pretrain", "ablation", "evaluate", "report"}
+    assert _stages_run(first) == {"download", "harmonize", "tokenize", "pretrain", "ablation", "evaluate", "levers",
+                                  "report"}
     assert (tmp_path / "metrics" / "loso.json").exists()
     assert (tmp_path / "reports" / "README.md").exists() and list((tmp_path / "reports").glob("*.png"))
     # per-epoch pre-training curves, one file per stage and model, that `dvc plots` renders
@@ -66,7 +67,7 @@ def test_dvc_repro_is_incremental(tmp_path, mirror):
     params["tokenize"]["threshold_std"] = 0.75
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     third = _run(["dvc", "repro"], tmp_path, env)
-    assert _stages_run(third) == {"tokenize", "pretrain", "ablation", "evaluate", "report"}, third
+    assert _stages_run(third) == {"tokenize", "pretrain", "ablation", "evaluate", "levers", "report"}, third
 
 
 TELEMETRY_ENV = ("DO_NOT_TRACK", "DVC_NO_ANALYTICS", "PREFECT_SERVER_ANALYTICS_ENABLED", "DVC_TEST", "CI")

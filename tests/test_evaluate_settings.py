@@ -20,7 +20,7 @@ def test_grid_overrides_its_keys_and_is_recorded():
     assert "state_svm" in full["few_shot_methods"] and full["grid"] == "full"
     assert "grids" not in full
     demo = resolve_grid(ep, "demo")  # the argument wins over evaluate.grid
-    assert demo["few_shot_fractions"] == [0.05, 0.2]
+    assert demo["few_shot_fractions"] == [0.05] and demo["max_folds"] == 5
     none = resolve_grid(with_overrides({"evaluate": {"grid": None}})["evaluate"])
     assert none["few_shot_methods"] == [] and "grid" not in none
 

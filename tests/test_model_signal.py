@@ -51,12 +51,12 @@ def test_pretraining_tokenset_has_unit_rms_per_subject(tokens: Path) -> None:
 @pytest.fixture()
 def no_training(monkeypatch):
     def fake(train_sets, heldout_sets, cfg, out_dir, **kwargs):
-        return {k: 0.0 for k in stage.SCALAR_METRICS}
+        return {k: 0.0 for k in stage.SCALAR_METRICS} | {"num_threads": 1, "budget": {}}
     monkeypatch.setattr(stage, "pretrain", fake)
 
 
 def manifest_of(tokens: Path, out: Path, evaluated: str, **pp) -> dict:
-    stage.pretrain_without(tokens, out, evaluated, list(KINDS), {**DEFAULTS["pretrain"], **pp})
+    stage.pretrain_without(tokens, out, evaluated, list(KINDS), {**DEFAULTS["pretrain"], **pp}, seed=0)
     return json.loads((out / "manifest.json").read_text())
 
 
