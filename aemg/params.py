@@ -151,7 +151,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "levers": {
         "methods": ["aemg_probe"],
-        "run": ["no_inner_cv", "mean_pool"],
+        "run": ["no_inner_cv"],
         "variants": {
             "no_inner_cv": {"evaluate": {"inner_cv": {"methods": []}}},
             "mean_pool": {"evaluate": {"aemg_pool": "mean"}},
