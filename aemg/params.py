@@ -118,6 +118,7 @@ DEFAULTS: dict[str, Any] = {
         "finetune_rotation_deg": 0.0,
         "aemg_pool": "channels",
         "probe": "lda",
+        "probe_components": 128,
         "state_k": 13,
         "state_window_s": 0.05,
         "state_stride_s": 0.025,

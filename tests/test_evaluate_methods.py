@@ -119,3 +119,12 @@ def test_hudgins_and_token_statistics_values():
     assert f[4] == pytest.approx(2 / 6)  # mean run 6/3 frames, as a share of 6
     assert f[5] == pytest.approx(3 / 6)  # longest run 3 frames
     assert f[6] == pytest.approx(np.mean([0, 0, 0.5, 0.5, 0.5, 1]))
+
+
+def test_capped_pca_projects_wide_embeddings_only():
+    from aemg.evaluate.estimators import CappedPCA
+
+    X = np.random.default_rng(0).normal(size=(50, 300))
+    assert CappedPCA(16).fit(X).transform(X).shape == (50, 16)
+    assert CappedPCA(16).fit(X[:, :10]).transform(X[:, :10]).shape == (50, 10)  # narrow: unchanged
+    assert CappedPCA(128).fit(X[:20]).transform(X).shape == (50, 20)  # never more than the rows

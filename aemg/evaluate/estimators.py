@@ -65,6 +65,25 @@ class TokenStatistics(TransformerMixin, BaseEstimator):
         return token_statistics(X, self.k)
 
 
+class CappedPCA(TransformerMixin, BaseEstimator):
+    """PCA to at most ``n_components`` (fewer when the data have fewer features or rows); the
+    probe's way to keep a 64-electrode embedding (4,096 features) as cheap as an 8-electrode one."""
+
+    def __init__(self, n_components: int = 128, seed: int = 0):
+        self.n_components = n_components
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> CappedPCA:
+        from sklearn.decomposition import PCA
+
+        k = min(int(self.n_components), X.shape[1], X.shape[0])
+        self.pca_ = PCA(k, svd_solver="randomized", random_state=self.seed).fit(X) if k < X.shape[1] else None
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return X if self.pca_ is None else self.pca_.transform(X)
+
+
 # --------------------------------------------------------------------------- torch base
 def _lr_factor(progress: float, warmup: float = 0.1) -> float:
     """Linear warm-up then cosine decay to 10 %."""
