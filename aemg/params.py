@@ -94,7 +94,6 @@ DEFAULTS: dict[str, Any] = {
             "aemg_probe", "aemg_finetune", "aemg_probe_fixedwin",
         ],
         "min_subjects": 3,
-        "seed": 0,
         "grid": "demo",
         "grids": {
             "demo": {"methods": ["lda", "svm", "aemg_probe"], "max_folds": 5, "few_shot_max_subjects": 8,
