@@ -209,3 +209,12 @@ def test_inner_cv_searches_a_bounded_subset_then_fits_everything(trials, monkeyp
     res = run_folds(trials, get_methods(["svm"]), compute_features(trials, {"hudgins"}, {}, None), inner_cv=cv)
     assert sizes == [40] * 4
     assert all(f["methods"]["svm"]["0"]["fitted_subjects"] == f["train_subjects"] for f in res.folds)
+
+
+def test_fold_statistics_carry_the_token_store_provenance(trials):
+    from dataclasses import replace
+
+    marked = replace(trials, provenance={"detector": "hysteresis", "floor_scope": "calibration", "calibration_s": 20.0})
+    res = run_folds(marked, get_methods(["lda"]), FoldInputSource(marked, _compute, {"hudgins"}, "zero_shot"))
+    assert res.folds[0]["statistics"]["token_store"] == {"detector": "hysteresis", "floor_scope": "calibration",
+                                                          "calibration_s": 20.0}

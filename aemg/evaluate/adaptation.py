@@ -108,6 +108,7 @@ class FoldInputSource:
 
     def for_fold(self, train_subjects: Sequence[str], test_subjects: Sequence[str], seed: int) -> FoldInputs:
         key, scale, stats = self._scaling(train_subjects, test_subjects)
+        stats = stats | {"token_store": self.raw.provenance}  # the detector's floor is a statistic too
         if key != self._cache_key:
             self._cache_key, self._cache = key, {}
             trials = self.raw.with_tokens(scale_rows(self.raw.tokens, scale))

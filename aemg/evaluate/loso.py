@@ -28,7 +28,7 @@ from aemg.errors import AemgError
 from aemg.evaluate.adaptation import FoldInputs, FoldInputSource, GivenInputs
 from aemg.evaluate.methods import Method, MethodContext, is_aemg, is_baseline
 from aemg.evaluate.splits import few_shot_split, subject_folds
-from aemg.evaluate.trials import Trials
+from aemg.evaluate.trials import Trials, plain_value
 
 SCORE_COLUMNS = ["dataset", "protocol", "subject", "method", "seed", "fraction", "session", "accuracy",
                  "balanced_accuracy", "macro_f1", "n_trials", "inner_cv_accuracy"]
@@ -160,7 +160,7 @@ def _select(estimator: Any, grid: dict[str, list[Any]], X: np.ndarray, y: np.nda
     search = GridSearchCV(estimator, grid, cv=GroupKFold(n_splits=k), scoring="accuracy", refit=False,
                           error_score="raise", n_jobs=1)
     search.fit(X[rows], y[rows], groups=groups[rows])
-    return {k_: _plain(v) for k_, v in search.best_params_.items()}, float(search.best_score_)
+    return {k_: plain_value(v) for k_, v in search.best_params_.items()}, float(search.best_score_)
 
 
 class _Fitter:
@@ -193,10 +193,6 @@ class _Fitter:
         pred = np.asarray(model.predict(self.X[test_rows]))
         self.seconds[self.method.name] = self.seconds.get(self.method.name, 0.0) + time.perf_counter() - t0
         return pred, record
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def _repeat_for_balance(n_train: int, n_train_subjects: int, n_subset: int, max_repeat: int) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -34,6 +35,7 @@ class Trials:
     positions: np.ndarray | None = None  # float32 (n_chans, 3): cos angle, sin angle, distance
     sfreq: float = 200.0
     channel_names: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # how the token store made the tokens (detector, floor, units)
 
     def __post_init__(self) -> None:
         n = len(self.gesture)
@@ -165,4 +167,13 @@ def load_trials(tokens_store: Path, dataset: str, harmonized: Path | None = None
         positions=electrode_positions(events),
         sfreq=float(events.attrs.get("sfreq", 200.0)),
         channel_names=[str(c) for c in events["channel"].values.tolist()],
+        provenance={k: plain_value(events.attrs[k]) for k in PROVENANCE if k in events.attrs},
     )
+
+
+PROVENANCE = ("signal", "token_units", "token_demeaned", "detector", "floor_scope", "calibration_s")
+
+
+def plain_value(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON writes (manifests, metrics)."""
+    return value.item() if isinstance(value, np.generic) else value
