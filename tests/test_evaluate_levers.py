@@ -53,13 +53,15 @@ def test_ablation_table_pairs_default_flipped_and_best_baseline():
     by = {r["lever"]: r for r in rows}
     assert set(by) == {"target_adaptation: none -> unlabelled", "mean_pool"}
     r = by["mean_pool"]
-    assert r["best_baseline"] == "svm" and r["n_seeds"] == 2 and r["n_subjects"] == 6
+    assert r["default_baseline"] == r["flipped_baseline"] == "svm" and r["n_seeds"] == 2 and r["n_subjects"] == 6
     assert r["difference"] == pytest.approx(np.mean([0.1, 0.1, 0.1, 0.1, 0.05, 0.05]), abs=1e-4)
     assert r["default_seed_sd"] == pytest.approx(np.std([0.775, 0.785], ddof=1), abs=1e-4)
     assert r["flipped_vs_baseline"] == pytest.approx(0.005, abs=1e-4)
-    assert by["target_adaptation: none -> unlabelled"]["difference"] < 0  # unlabelled scores higher here
+    protocol = by["target_adaptation: none -> unlabelled"]
+    assert protocol["difference"] < 0  # unlabelled scores higher here
+    assert "flipped_baseline" not in protocol  # no baseline ran under that protocol: never compared across protocols
     table = format_ablation(rows)
-    assert "| d | aemg_probe | mean_pool |" in table and "svm 0.683" in table
+    assert "| d | aemg_probe | mean_pool |" in table and "vs svm 0.683" in table
 
 
 def test_report_writes_the_ablation_table(tmp_path):
