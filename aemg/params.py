@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
         "seeds": [0, 1, 2],
         "num_threads": 1,
         "budget_s": 0,
-        "augment": {"rotation_deg": 0.0},
+        "augment": {"rotation_deg": 180.0},
     },
     "evaluate": {
         "datasets": ["myo-armband-cote-allard", "uci-emg-gestures", "unibo-inail", "flexemg"],
@@ -114,7 +114,7 @@ DEFAULTS: dict[str, Any] = {
         "transformer_epochs": 10,
         "transformer_patch_budget": 200000,
         "finetune_lr_scale": 0.3,
-        "finetune_rotation_deg": 0.0,
+        "finetune_rotation_deg": 180.0,
         "aemg_pool": "channels",
         "probe": "lda",
         "probe_components": 128,
@@ -157,7 +157,7 @@ DEFAULTS: dict[str, Any] = {
             "mean_pool": {"evaluate": {"aemg_pool": "mean"}},
             "no_amplitude_embedding": {"pretrain": {"overrides": {"amplitude_embedding": False}}},
             "uncapped": {"pretrain": {"max_patches_per_dataset": 0}},
-            "rotation": {"pretrain": {"augment": {"rotation_deg": 180.0}}, "evaluate": {"finetune_rotation_deg": 180.0}},
+            "no_rotation": {"pretrain": {"augment": {"rotation_deg": 0.0}}, "evaluate": {"finetune_rotation_deg": 0.0}},
         },
     },
 }
