@@ -132,6 +132,10 @@ def _inner_cv_choice(row: dict[str, Any]) -> str:
     return "default" if a >= b else "flipped"
 
 
+def _p(p: float) -> str:
+    return "<1e-06" if p == 0 else f"{p:.2g}"  # _wilcoxon rounds p to 6 decimals
+
+
 def format_ablation(rows: list[dict[str, Any]]) -> str:
     """Markdown table of :func:`ablation_table` rows."""
     if not rows:
@@ -140,11 +144,11 @@ def format_ablation(rows: list[dict[str, Any]]) -> str:
              "inner CV picks | default - best baseline (p) | flipped - best baseline (p) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        vs = [f"{r[k + '_vs_baseline']:+.3f} ({r[k + '_vs_baseline_p']:.2g}) vs {r[k + '_baseline']} "
+        vs = [f"{r[k + '_vs_baseline']:+.3f} ({_p(r[k + '_vs_baseline_p'])}) vs {r[k + '_baseline']} "
               f"{r[k + '_baseline_mean']:.3f}" if k + "_baseline" in r else "-" for k in ("default", "flipped")]
         lines.append(
             f"| {r['dataset']} | {r['method']} | {r['lever']} | {r['default_mean']:.3f}±{r['default_seed_sd']:.3f} | "
-            f"{r['flipped_mean']:.3f}±{r['flipped_seed_sd']:.3f} | {r['difference']:+.3f} ({r['p_value']:.2g}) | "
+            f"{r['flipped_mean']:.3f}±{r['flipped_seed_sd']:.3f} | {r['difference']:+.3f} ({_p(r['p_value'])}) | "
             f"{_inner_cv_choice(r)} | {vs[0]} | {vs[1]} |")
     return "\n".join(lines)
 
