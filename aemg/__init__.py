@@ -16,5 +16,8 @@ NO_TELEMETRY = {
     "DO_NOT_TRACK": "1",  # Prefect's client-side analytics, and any tool honouring the convention
     "DVC_NO_ANALYTICS": "1",  # dvc called from inside a stage or a flow
 }
-for _key, _value in NO_TELEMETRY.items():
+# Prefect's ephemeral API server must answer within 20 s by default; on a loaded 2-core machine it
+# took longer and a stage failed before doing any work, so a plain run waits up to two minutes.
+EPHEMERAL_SERVER = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+for _key, _value in {**NO_TELEMETRY, **EPHEMERAL_SERVER}.items():
     os.environ.setdefault(_key, _value)
