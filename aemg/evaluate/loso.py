@@ -591,35 +591,32 @@ def format_table(summary: dict[str, dict[str, dict[str, Any]]], protocol: str = 
     return "\n".join(lines)
 
 
-def format_few_shot_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Plain-text few-shot table: accuracy (and fraction of full-data accuracy) per fraction."""
-    lines = []
+def _method_rows(summary: dict[str, dict[str, dict[str, Any]]], key: str, width: int,
+                 cell: Callable[[dict[str, Any]], str]) -> str:
+    """One row per (dataset, method) that has ``key`` in its summary; columns are its sub-keys
+    (those of the first such entry): fractions in numeric order, sessions by name."""
+    lines: list[str] = []
     for dataset, per in sorted(summary.items()):
         for method, v in sorted(per.items()):
-            fs = v.get("few_shot")
-            if not fs:
+            table = v.get(key)
+            if not table:
                 continue
-            keys = sorted(fs, key=float)
+            cols = sorted(table, key=float) if key == "few_shot" else sorted(table)
             if not lines:
-                lines.append("dataset / method".ljust(40) + "".join(f"f={k}".rjust(15) for k in keys))
-            cells = "".join(f"{fs[k]['accuracy_mean']:.3f} ({fs[k]['relative_mean']:.2f})".rjust(15) for k in keys)
-            lines.append(f"{dataset} / {method}".ljust(40) + cells)
+                lines.append("dataset / method".ljust(40) + "".join(
+                    (f"f={c}" if key == "few_shot" else c).rjust(width) for c in cols))
+            lines.append(f"{dataset} / {method}".ljust(40) + "".join(cell(table[c]).rjust(width) for c in cols))
     return "\n".join(lines)
+
+
+def format_few_shot_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Plain-text few-shot table: accuracy (and fraction of full-data accuracy) per fraction."""
+    return _method_rows(summary, "few_shot", 15, lambda c: f"{c['accuracy_mean']:.3f} ({c['relative_mean']:.2f})")
 
 
 def format_cross_session_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Plain-text cross-session table: accuracy per test session (mean ± sd over seeds)."""
-    lines = []
-    for dataset, per in sorted(summary.items()):
-        for method, v in sorted(per.items()):
-            cs = v.get("cross_session")
-            if not cs:
-                continue
-            if not lines:
-                lines.append("dataset / method".ljust(40) + "".join(s.rjust(16) for s in sorted(cs)))
-            cells = "".join(f"{cs[s]['accuracy_mean']:.3f}±{cs[s]['accuracy_seed_sd']:.3f}".rjust(16) for s in sorted(cs))
-            lines.append(f"{dataset} / {method}".ljust(40) + cells)
-    return "\n".join(lines)
+    return _method_rows(summary, "cross_session", 16, lambda c: f"{c['accuracy_mean']:.3f}±{c['accuracy_seed_sd']:.3f}")
 
 
 def format_tables(summary: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str]]:
