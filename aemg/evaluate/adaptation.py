@@ -75,11 +75,15 @@ class FoldInputSource:
         self.raw, self.compute, self.needed, self.protocol = trials, compute, set(needed), protocol
         self.train_session = train_session
         self._own = subject_rms(trials.tokens, trials.subject)
+        in_train = trials.session == train_session
+        self._own_train = subject_rms(trials.tokens[in_train], trials.subject[in_train]) if train_session else {}
         self._cache_key: Any = None
         self._cache: dict[Any, dict[str, np.ndarray]] = {}
 
-    def _scaling(self, train_subjects: Sequence[str], test_subjects: Sequence[str]) -> tuple[Any, np.ndarray, dict[str, Any]]:
-        """(cache key, per-row scale (n, C), provenance)."""
+    def _scaling(self, train_subjects: Sequence[str], test_subjects: Sequence[str]
+                 ) -> tuple[Any, Callable[[], np.ndarray], dict[str, Any]]:
+        """(cache key, a builder of the per-row scale (n, C), provenance); the scale is built only
+        when the key changes."""
         subject = self.raw.subject
         if self.protocol == "zero_shot":
             used = sorted(set(train_subjects))
@@ -89,29 +93,26 @@ class FoldInputSource:
             pooled = pooled_rms(self._own, used)
             stats = {"protocol": self.protocol, "scale": "pooled channel RMS of the training subjects",
                      "scale_subjects": used, "standardised": False}
-            return ("pooled", tuple(used)), np.broadcast_to(pooled, (len(subject), pooled.shape[0])), stats
+            return ("pooled", tuple(used)), lambda: np.broadcast_to(pooled, (len(subject), pooled.shape[0])), stats
         if self.protocol == "unlabelled_target":
             stats = {"protocol": self.protocol, "scale": "each subject's own channel RMS (labels unused)",
                      "scale_subjects": sorted(self._own), "target_statistics": "own unlabelled trials",
                      "standardised": True}
-            return ("own",), np.stack([self._own[s] for s in subject.tolist()]), stats
+            return ("own",), lambda: np.stack([self._own[s] for s in subject.tolist()]), stats
         # cross_session: each subject by its own training session
-        in_train = self.raw.session == self.train_session
-        own_train = subject_rms(self.raw.tokens[in_train], subject[in_train])
-        missing = sorted(set(subject.tolist()) - set(own_train))
+        own_train = self._own_train
         ones = np.ones(self.raw.n_chans, np.float32)
-        scale = np.stack([own_train.get(s, ones) for s in subject.tolist()])
         stats = {"protocol": self.protocol, "scale": f"each subject's channel RMS over its {self.train_session!r} session",
                  "scale_subjects": sorted(own_train), "scale_session": self.train_session,
-                 "unscaled_subjects": missing, "standardised": False}
-        return ("session", self.train_session), scale, stats
+                 "unscaled_subjects": sorted(set(subject.tolist()) - set(own_train)), "standardised": False}
+        return ("session", self.train_session), lambda: np.stack([own_train.get(s, ones) for s in subject.tolist()]), stats
 
     def for_fold(self, train_subjects: Sequence[str], test_subjects: Sequence[str], seed: int) -> FoldInputs:
         key, scale, stats = self._scaling(train_subjects, test_subjects)
         stats = stats | {"token_store": self.raw.provenance}  # the detector's floor is a statistic too
         if key != self._cache_key:
             self._cache_key, self._cache = key, {}
-            trials = self.raw.with_tokens(scale_rows(self.raw.tokens, scale))
+            trials = self.raw.with_tokens(scale_rows(self.raw.tokens, scale()))
             self._cache["trials"] = trials  # type: ignore[assignment]
             self._cache["base"] = self._finish(self.compute(trials, self.needed - SEEDED_FEATURES, seed), trials)
         trials = self._cache["trials"]  # type: ignore[assignment]

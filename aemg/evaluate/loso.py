@@ -195,6 +195,23 @@ class _Fitter:
         return pred, record
 
 
+def _fitter_for(method: Method, seed: int, source: FoldInputSource | GivenInputs, train_subjects: Sequence[str],
+                held_out: Sequence[str], ctx: MethodContext, model_dirs: Callable[[int], Path | None] | None,
+                leak_check: LeakCheck | None, guard: _FreshGuard, seconds: dict[str, float],
+                inner_cv: InnerCV | None) -> tuple[_Fitter, dict[str, Any]]:
+    """One method and seed on one fold: its scaled inputs and model, and (pre-trained methods) the
+    leak check per held-out subject."""
+    inputs_f = source.for_fold(train_subjects, held_out, seed)
+    model_dir = model_dirs(seed) if model_dirs else ctx.model_dir
+    fit_ctx = replace(ctx, seed=seed, trials=inputs_f.trials, model_dir=model_dir)
+    checks = {}
+    if method.pretrained:
+        if leak_check is None:
+            raise AemgError(f"{source.raw.dataset}: method {method.name!r} uses a pre-trained model but no leak check was given")
+        checks = {s: leak_check(method, s, seed) for s in held_out}
+    return _Fitter(method, fit_ctx, inputs_f, guard, seconds, inner_cv), checks
+
+
 def _repeat_for_balance(n_train: int, n_train_subjects: int, n_subset: int, max_repeat: int) -> int:
     """Repeat the adaptation trials so the target subject weighs about as much as one training
     subject (at most ``max_repeat`` times; 1 = simply added)."""
@@ -279,19 +296,12 @@ def run_folds(
             }
         for method in methods:
             for seed in _seeds_of(method, seeds):
-                inputs_f = source.for_fold(train_subjects, held_out, seed)
-                model_dir = model_dirs(seed) if model_dirs else ctx.model_dir
-                fit_ctx = replace(ctx, seed=seed, trials=inputs_f.trials, model_dir=model_dir)
-                checks = {}
-                if method.pretrained:
-                    if leak_check is None:
-                        raise AemgError(f"{trials.dataset}: method {method.name!r} uses a pre-trained model but no leak check was given")
-                    checks = {s: leak_check(method, s, seed) for s in held_out}
-                fitter = _Fitter(method, fit_ctx, inputs_f, guard, result.seconds, inner_cv)
+                fitter, checks = _fitter_for(method, seed, source, train_subjects, held_out, ctx, model_dirs,
+                                             leak_check, guard, result.seconds, inner_cv)
                 pred, record = fitter.fit_predict(train, test, select=True)
                 for s in held_out:
                     mine = trials.subject[test] == s
-                    folds[s].setdefault("statistics", inputs_f.statistics)
+                    folds[s].setdefault("statistics", fitter.fold.statistics)
                     folds[s]["methods"].setdefault(method.name, {})[str(seed)] = record | (
                         {"pretrained": checks[s]} if s in checks else {})
                     result.rows.append(scores(trials.dataset, s, method.name, 0.0, y[test][mine], pred[mine], protocol,
@@ -362,20 +372,13 @@ def run_cross_session(
                                 "train_session": train_session, "test_sessions": sorted(tests), "methods": {}}
         for method in methods:
             for seed in _seeds_of(method, seeds):
-                inputs_f = source.for_fold([subject], [subject], seed)
-                fold.setdefault("statistics", inputs_f.statistics)
-                model_dir = model_dirs(seed) if model_dirs else ctx.model_dir
-                fit_ctx = replace(ctx, seed=seed, trials=inputs_f.trials, model_dir=model_dir)
-                entry: dict[str, Any] = {}
-                if method.pretrained:
-                    if leak_check is None:
-                        raise AemgError(f"{trials.dataset}: method {method.name!r} uses a pre-trained model but no leak check was given")
-                    entry["pretrained"] = leak_check(method, subject, seed)
-                fitter = _Fitter(method, fit_ctx, inputs_f, guard, result.seconds, None)
+                fitter, checks = _fitter_for(method, seed, source, [subject], [subject], ctx, model_dirs, leak_check,
+                                             guard, result.seconds, None)
+                fold.setdefault("statistics", fitter.fold.statistics)
                 test_rows = np.concatenate(list(tests.values()))
                 pred, record = fitter.fit_predict(train, test_rows, select=False)
-                entry.update(record)
-                fold["methods"].setdefault(method.name, {})[str(seed)] = entry
+                fold["methods"].setdefault(method.name, {})[str(seed)] = record | (
+                    {"pretrained": checks[subject]} if checks else {})
                 at = 0
                 for session, rows in tests.items():
                     p = pred[at:at + len(rows)]
