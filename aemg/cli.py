@@ -26,8 +26,8 @@ app.add_typer(datasets_app, name="datasets")
 console = Console()
 
 ParamsOpt = Annotated[str, typer.Option("--params", help="parameters file")]
-StoreOpt = Annotated[str | None, typer.Option("--store", help="harmonized store (default data/harmonized.zarr)")]
-TokensOpt = Annotated[str | None, typer.Option("--tokens", help="token store (default data/tokens.zarr)")]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="harmonized store: a folder or s3://bucket/prefix (default data/harmonized.zarr)")]
+TokensOpt = Annotated[str | None, typer.Option("--tokens", help="token store: a folder or s3://bucket/prefix (default data/tokens.zarr)")]
 MirrorOpt = Annotated[str | None, typer.Option("--mirror", envvar="AEMG_MIRROR", help="mirror URL replacing every origin")]
 DaskOpt = Annotated[
     str | None, typer.Option("--dask-address", envvar="AEMG_DASK_ADDRESS", help="scheduler address; 'sync' = no Dask")
@@ -89,13 +89,21 @@ def _print_rows(rows: list[dict[str, str]], fmt: str, title: str, long_cols: tup
         console.print(table)
 
 
+def _output_format(fmt: str | None) -> str:
+    fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"--format must be table, csv or json, got {fmt!r}")
+    return fmt
+
+
+FormatOpt = Annotated[str | None, typer.Option("--format", help="table | csv | json (default: table on a terminal, csv when piped)")]
+
+
 @datasets_app.callback(invoke_without_command=True)
 def datasets(
     ctx: typer.Context,
     raw: Annotated[str, typer.Option(help="raw data folder")] = "data/raw",
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="table | csv | json (default: table on a terminal, csv when piped)")
-    ] = None,
+    fmt: FormatOpt = None,
     gestures: Annotated[bool, typer.Option("--gestures", help="list the gesture vocabulary (shared and user)")] = False,
 ) -> None:
     """The registry: what each dataset is and whether it is cached here. Ids always print whole."""
@@ -103,9 +111,7 @@ def datasets(
         return
     from aemg.datasets.table import gesture_rows, registry_rows
 
-    fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
-    if fmt not in ("table", "csv", "json"):
-        raise typer.BadParameter(f"--format must be table, csv or json, got {fmt!r}")
+    fmt = _output_format(fmt)
     if gestures:
         _print_rows(_run(gesture_rows), fmt, "aemg gestures", long_cols=("datasets",))
     else:
@@ -129,6 +135,22 @@ def download(ids: IdsArg = None, params: ParamsOpt = "params.yaml", mirror: Mirr
     _check_ids(ids)
 
     _print_summary(_run(download_flow, datasets=ids, params_path=params, mirror=mirror))
+
+
+@app.command()
+def history(
+    store: Annotated[str | None, typer.Option("--store", help="store URL: a folder or s3://bucket/prefix (default: the harmonized store of --params)")] = None,
+    params: ParamsOpt = "params.yaml",
+    fmt: FormatOpt = None,
+) -> None:
+    """The snapshots of a store, newest first: when, which commit message, which datasets."""
+    from aemg.params import load_params, stage_paths
+    from aemg.store import history as store_history
+
+    fmt = _output_format(fmt)
+    target = store or stage_paths(load_params(params))["harmonized"]
+    rows = _run(store_history, store=target)
+    _print_rows(rows, fmt, f"aemg history {target}", long_cols=("message",))
 
 
 @app.command()

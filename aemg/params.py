@@ -74,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
             "report_max_rows": 20000,
         },
         "recordings_per_task": 64,
+        "token_chunk_mb": 2.0,
     },
     "pretrain": {
         "preset": "cpu-small",
@@ -206,3 +207,10 @@ def params_hash(section: Mapping[str, Any]) -> str:
     """Stable short hash of a parameter section, recorded in store attributes."""
     blob = json.dumps(section, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def stage_paths(params: Mapping[str, Any], overrides: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """``params["paths"]`` with CLI overrides: folders as Paths, an ``s3://`` store URL kept as text
+    (a Path would fold its ``//``)."""
+    chosen = {k: (overrides or {}).get(k) or v for k, v in params["paths"].items()}
+    return {k: str(v) if str(v).startswith("s3://") else Path(v) for k, v in chosen.items()}

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from aemg.evaluate.loso import format_tables
-from aemg.params import load_params
+from aemg.params import load_params, stage_paths
 
 
 def main(params_path: str = "params.yaml") -> int:
-    paths = {k: Path(v) for k, v in load_params(params_path)["paths"].items()}
+    paths = stage_paths(load_params(params_path))
     loso = paths["metrics"] / "loso.json"
     if not loso.exists():
         print(f"no {loso}: run `dvc repro` (or `aemg run`) first", file=sys.stderr)
         return 1
-    print(f"harmonized store : {paths['harmonized']}  (xarray.open_datatree(path, engine='zarr'))")
+    print(f"harmonized store : {paths['harmonized']}  (aemg.store.open_tree(url); `aemg history --store URL`)")
     print(f"token store      : {paths['tokens']}")
     print(f"models           : {paths['models']}/<evaluated dataset>/ (vq.pt, mtm.pt, manifest.json)")
     print(f"metrics          : {loso}, {paths['metrics'] / 'loso_scores.csv'}, {paths['metrics'] / 'pretrain.json'}")

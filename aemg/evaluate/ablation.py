@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from aemg.errors import AemgError
+from aemg.store import has_group, open_group
 
 
 def fixed_window_tokenset(harmonized: Path, dataset: str, tp: dict[str, Any]) -> Any:
@@ -36,9 +36,9 @@ def fixed_window_tokenset(harmonized: Path, dataset: str, tp: dict[str, Any]) ->
     from aemg.tokenize.dataset import signal_of
     from aemg.tokenize.events import EventParams, demeans, tokens_from_events
 
-    if not (Path(harmonized) / dataset / "zarr.json").exists():
+    if not has_group(harmonized, dataset):
         raise AemgError(f"{dataset}: not in {harmonized}; run `aemg harmonize {dataset}` first")
-    ds = xr.open_zarr(harmonized, group=dataset, consolidated=False)
+    ds = open_group(harmonized, dataset)
     sfreq = float(ds.attrs["sfreq"])
     p = EventParams.from_params(tp, sfreq)
     emg = np.asarray(ds["emg"].values)

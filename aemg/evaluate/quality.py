@@ -174,13 +174,13 @@ def load_dataset_signal(harmonized: Path, dataset: str, window_s: float = 0.05, 
     "n_times", "sfreq", "window", "stride", "wamp_threshold", "channels", "gesture"}``. WAMP's
     absolute threshold is ``wamp_std`` times the std of the dataset's whole signal, so every
     recording of the dataset gets comparable features."""
-    import xarray as xr
 
     from aemg.evaluate.features import state_window_samples
+    from aemg.store import has_group, open_group
 
-    if not (Path(harmonized) / dataset / "zarr.json").exists():
+    if not has_group(harmonized, dataset):
         raise FileNotFoundError(f"{harmonized}: no dataset {dataset!r}; run `aemg harmonize {dataset}` first")
-    ds = xr.open_zarr(harmonized, group=dataset, consolidated=False)
+    ds = open_group(harmonized, dataset)
     sfreq = float(ds.attrs["sfreq"])
     window, stride = state_window_samples(sfreq, window_s, stride_s)
     emg = np.asarray(ds["emg"].values, dtype=np.float32)
@@ -240,7 +240,7 @@ def quality_from_specs(reference: str, candidate: str, harmonized: Path | None =
             raise FileNotFoundError(f"{spec}: not a file, and no harmonized store given")
         dataset, rec, start, stop = parse_execution(spec)
         if dataset not in signals:
-            signals[dataset] = load_dataset_signal(Path(harmonized), dataset)
+            signals[dataset] = load_dataset_signal(harmonized, dataset)
         if codebook is None:  # one codebook, fitted on the reference's dataset, for both executions
             codebook = fit_dataset_codebook(signals[dataset], k=k)
         seqs.append(span_states(codebook, signals[dataset], rec, start, stop))
@@ -254,7 +254,7 @@ def quality_command(reference: str, candidate: str, params_path: str | Path | No
     ``paths.harmonized`` of ``params_path``."""
     from aemg.params import load_params
 
-    harmonized = Path(store) if store else Path(load_params(params_path)["paths"]["harmonized"])
+    harmonized = store or load_params(params_path)["paths"]["harmonized"]
     return quality_from_specs(reference, candidate, harmonized, k=k, primary=primary or None, window=window)
 
 

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from aemg.evaluate.methods import is_aemg, is_baseline
-from aemg.params import load_params
+from aemg.params import load_params, stage_paths
+from aemg.store import has_group, open_group
 from aemg.vocabulary import CODE_TO_NAME
 
 
@@ -168,14 +169,13 @@ def _pick_recording(events: Any) -> int:
 
 def plot_event_raster(harmonized: Path, tokens: Path, model_dir: Path, dataset: str, out: Path,
                       max_seconds: float = 60.0) -> Path | None:
-    import xarray as xr
 
     from aemg.model.store_io import load_tokenset
 
-    if not (tokens / dataset / "events" / "zarr.json").exists() or not (harmonized / dataset / "zarr.json").exists():
+    if not has_group(tokens, f"{dataset}/events") or not has_group(harmonized, dataset):
         return None
-    events = xr.open_zarr(tokens, group=f"{dataset}/events", consolidated=False)
-    h = xr.open_zarr(harmonized, group=dataset, consolidated=False)
+    events = open_group(tokens, f"{dataset}/events")
+    h = open_group(harmonized, dataset)
     rec = _pick_recording(events)
     sel = np.flatnonzero(events["recording"].values == rec)
     if len(sel) == 0:
@@ -281,16 +281,15 @@ def plot_codebook_prototypes(tokens: Path, model_dir: Path, dataset: str, out: P
 
 
 def plot_muscle_states(harmonized: Path, tokens: Path, dataset: str, out: Path, k: int = 13) -> Path | None:
-    import xarray as xr
 
     from aemg.evaluate.quality import fit_dataset_codebook, load_dataset_signal, span_states
 
-    if not (harmonized / dataset / "zarr.json").exists():
+    if not has_group(harmonized, dataset):
         return None
     info = load_dataset_signal(harmonized, dataset)
     rec = 0
     if (tokens / dataset / "events" / "zarr.json").exists():
-        rec = _pick_recording(xr.open_zarr(tokens, group=f"{dataset}/events", consolidated=False))
+        rec = _pick_recording(open_group(tokens, f"{dataset}/events"))
     codebook = fit_dataset_codebook(info, k=k, max_samples=50_000)
     states = span_states(codebook, info, rec)
     o, n = int(info["offset"][rec]), int(info["n_times"][rec])
@@ -371,7 +370,7 @@ def build_report(params_path: str | Path | None = None, datasets: list[str] | No
     from aemg.model.stage import model_dir, seeds_of
 
     params = load_params(params_path)
-    paths = {k: Path(v) for k, v in params["paths"].items()}
+    paths = stage_paths(params)
     metrics, out = paths["metrics"], paths["reports"]
     if not (metrics / "loso.json").exists():
         raise AemgError(f"no {metrics / 'loso.json'}: run `aemg evaluate` first")

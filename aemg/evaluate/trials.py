@@ -8,13 +8,12 @@ subsets can be drawn from a subject's *earliest* repetitions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from aemg.errors import AemgError
+from aemg.store import StoreLike, has_group, open_events, open_group
 
 
 @dataclass
@@ -104,14 +103,11 @@ class Trials:
         )
 
 
-def _recording_columns(harmonized: Path | None, dataset: str) -> dict[str, np.ndarray]:
+def _recording_columns(harmonized: StoreLike | None, dataset: str) -> dict[str, np.ndarray]:
     """``repetition`` and ``session`` per recording from the harmonized store, where it has them."""
-    if harmonized is None or not (Path(harmonized) / dataset / "zarr.json").exists():
+    if harmonized is None or not has_group(harmonized, dataset):
         return {}
-    try:
-        ds = xr.open_zarr(harmonized, group=dataset, consolidated=False)
-    except Exception:  # a missing or older store only loses the ordering and the sessions
-        return {}
+    ds = open_group(harmonized, dataset)
     out = {}
     if "repetition" in ds:
         out["repetition"] = np.asarray(ds["repetition"].values, dtype=np.int64)
@@ -134,18 +130,15 @@ def chronological_rank(recording: np.ndarray, start: np.ndarray, repetition: np.
     return rank
 
 
-def load_trials(tokens_store: Path, dataset: str, harmonized: Path | None = None) -> Trials:
+def load_trials(tokens_store: StoreLike, dataset: str, harmonized: StoreLike | None = None) -> Trials:
     """Labelled events of one dataset (unlabelled ones, gesture -1, are not trials)."""
-    path = Path(tokens_store)
-    if not (path / dataset / "events" / "zarr.json").exists():
-        raise AemgError(f"{dataset}: no events in {path}; run `aemg tokenize {dataset}` first")
-    events = xr.open_zarr(path, group=f"{dataset}/events", consolidated=False)
+    events = open_events(tokens_store, dataset)
     gesture = events["gesture"].values
     keep = np.flatnonzero(gesture >= 0)
     recording = events["recording"].values.astype(np.int64)[keep]
     start = events["start"].values.astype(np.int64)[keep]
     if "contraction" not in events:
-        raise AemgError(f"{dataset}: the token store in {path} predates contraction ids (few-shot splits need them); "
+        raise AemgError(f"{dataset}: the token store {tokens_store} predates contraction ids (few-shot splits need them); "
                         f"run `aemg tokenize {dataset}` again")
     per_recording = _recording_columns(harmonized, dataset)
     from aemg.model.store_io import electrode_positions

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
 
 from aemg.errors import AemgError
-from aemg.params import load_params
+from aemg.params import load_params, stage_paths
 
 
-def resolve(params_path: str | None, overrides: dict[str, str | None]) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Parameters plus the stage paths, CLI options taking precedence over ``params.yaml``."""
+def resolve(params_path: str | None, overrides: dict[str, str | None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parameters plus the stage paths (see :func:`aemg.params.stage_paths`), CLI options taking precedence."""
     params = load_params(params_path)
-    paths = {k: Path(overrides.get(k) or v) for k, v in params["paths"].items()}
-    return params, paths
+    return params, stage_paths(params, overrides)
 
 
 def run_per_dataset(

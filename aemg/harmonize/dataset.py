@@ -25,11 +25,10 @@ from aemg.harmonize.recording import HarmonizedRecording, harmonize_file
 from aemg.harmonize.signal import QUALITY_FLAGS
 from aemg.params import params_hash
 from aemg.schemas import ChannelTable, RecordingTable, harmonized_schema
-from aemg.store import text_array
+from aemg.store import STRING_COLUMNS, GroupWrite, recording_table_from, text_array
 from aemg.vocabulary import GESTURES
 
 MapFn = Callable[..., Iterable[Any]]
-STRING_COLUMNS = ("subject", "session", "source_file", "source_sha256")
 
 
 def select_files(spec: DatasetSpec, subjects: list[str] | None) -> list[str]:
@@ -123,7 +122,7 @@ class SampleWriter:
     whatever the dataset's size. The first write creates the group with the channel coordinates.
     """
 
-    def __init__(self, target: Path, channels: pd.DataFrame, chunk_samples: int) -> None:
+    def __init__(self, target: GroupWrite, channels: pd.DataFrame, chunk_samples: int) -> None:
         self.target, self.chunk = target, chunk_samples
         self.coords = {
             "channel": text_array(channels["channel"]),
@@ -153,11 +152,9 @@ class SampleWriter:
         if self.n_written == 0:
             piece["gesture"].attrs["description"] = "shared vocabulary code (aemg.vocabulary), -1 = unlabelled"
             encoding = {"emg": {"chunks": (self.chunk, emg.shape[1])}, "gesture": {"chunks": (self.chunk,)}}
-            piece.assign_coords(self.coords).to_zarr(
-                self.target, mode="w-", zarr_format=3, consolidated=False, encoding=encoding
-            )
+            self.target.to_zarr(piece.assign_coords(self.coords), encoding=encoding)
         else:
-            piece.to_zarr(self.target, append_dim="sample", zarr_format=3, consolidated=False)
+            self.target.to_zarr(piece, mode="a", append_dim="sample")
         self.n_written += n
         self.pending = [(emg[n:].copy(), gesture[n:].copy())] if n < len(emg) else []
         self.n_pending = len(emg) - n
@@ -180,11 +177,11 @@ def write_dataset(
     spec: DatasetSpec,
     raw_root: Path,
     hp: dict[str, Any],
-    target: Path,
+    target: GroupWrite,
     subjects: list[str] | None = None,
     map_fn: MapFn = map,
 ) -> None:
-    """Harmonize every selected file into a new group at ``target``, streaming recording by recording.
+    """Harmonize every selected file into the group ``target`` writes, streaming recording by recording.
 
     ``map_fn`` may run files in parallel (e.g. on Dask). Only each recording's table row is kept
     until the end, when the recording table, quality flags and attributes are written.
@@ -215,7 +212,7 @@ def write_dataset(
         attrs=attrs,
     )
     ds["quality"].attrs.update(flag_masks=attrs["quality_flag_masks"], flag_meanings=attrs["quality_flag_meanings"])
-    ds.to_zarr(target, mode="a", zarr_format=3, consolidated=True)
+    target.to_zarr(ds, mode="a")
 
 
 def verified_hashes(spec: DatasetSpec, raw_root: Path, files: list[str]) -> list[str]:
@@ -258,11 +255,3 @@ def validate_group(ds: xr.Dataset, n_chans: int | None = None) -> None:
         )
     )
 
-
-def recording_table_from(ds: xr.Dataset) -> pd.DataFrame:
-    """The recordings table of a stored group, validated."""
-    cols = ["offset", "n_times", "subject", "session", "repetition", "source_file", "source_sha256"]
-    table = pd.DataFrame({c: ds[c].values.astype(object) if c in STRING_COLUMNS else ds[c].values for c in cols})
-    for c in STRING_COLUMNS:
-        table[c] = table[c].astype(str)
-    return RecordingTable.validate(table)

@@ -13,10 +13,10 @@ from aemg.errors import AemgError, DatasetError
 from aemg.harmonize.channels import channel_view
 from aemg.harmonize.dataset import MapFn, select_files, spec_hash, validate_group, write_dataset
 from aemg.params import params_hash
-from aemg.store import group_writer, list_groups, open_group
+from aemg.store import StoreLike, group_writer, list_groups, open_group
 
 
-def is_current(store: Path, spec: DatasetSpec, raw_root: Path, hp: dict[str, Any], subjects: list[str] | None) -> bool:
+def is_current(store: StoreLike, spec: DatasetSpec, raw_root: Path, hp: dict[str, Any], subjects: list[str] | None) -> bool:
     """True when the stored group was built from the same files (by hash), spec and parameters."""
     if spec.id not in list_groups(store):
         return False
@@ -45,19 +45,27 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
 def harmonize_one(
     spec: DatasetSpec,
     raw_root: Path,
-    store: Path,
+    store: StoreLike,
     hp: dict[str, Any],
     subjects: list[str] | None = None,
     map_fn: MapFn = map,
     only_changed: bool = False,
 ) -> dict[str, Any]:
-    """Harmonize and publish one dataset; any failure is a one-line DatasetError, store untouched."""
+    """Harmonize and commit one dataset; any failure is a one-line DatasetError, the store's main untouched.
+
+    The commit message and metadata carry the dataset, parameters hash and spec hash, so that
+    ``aemg history`` tells which run wrote which version.
+    """
     try:
         if only_changed and is_current(store, spec, raw_root, hp, subjects):
             return {**summarize(open_group(store, spec.id)), "action": "unchanged"}
         n_chans = channel_view(spec, hp["virtual_channels"]).n_chans
-        with group_writer(store, spec.id, validate=lambda ds: validate_group(ds, n_chans)) as target:
+        hashes = {"params_hash": params_hash(hp), "spec_hash": spec_hash(spec)}
+        message = f"harmonize {spec.id}: params {hashes['params_hash']}, spec {hashes['spec_hash']}"
+        with group_writer(store, spec.id, validate=lambda ds: validate_group(ds, n_chans), message=message,
+                          metadata={"stage": "harmonize", **hashes}) as target:
             write_dataset(spec, raw_root, hp, target, subjects, map_fn)
+        assert target.published is not None
         ds = open_group(store, spec.id)
     except AemgError:
         raise
@@ -65,4 +73,5 @@ def harmonize_one(
         text = str(exc).strip()
         reason = text.splitlines()[0] if text else ""
         raise DatasetError(spec.id, f"harmonize failed ({type(exc).__name__}: {reason})") from exc
-    return {**summarize(ds), "action": "harmonized"}
+    return {**summarize(ds), "action": "harmonized", "snapshot": target.published.snapshot,
+            **({"rebased_over": target.published.rebased_over} if target.published.rebased_over else {})}

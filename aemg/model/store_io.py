@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import xarray as xr
 
-from aemg.errors import AemgError
 from aemg.model.data import TokenSet
 from aemg.scaling import scale_by_own_subject
-
-
-def open_events(tokens_store: Path, dataset: str) -> xr.Dataset:
-    path = Path(tokens_store)
-    if not (path / dataset / "events" / "zarr.json").exists():
-        raise AemgError(f"{dataset}: no events in {path}; run `aemg tokenize {dataset}` first")
-    return xr.open_zarr(path, group=f"{dataset}/events", consolidated=False)
+from aemg.store import StoreLike, open_events
 
 
 def electrode_positions(events: xr.Dataset) -> np.ndarray:
@@ -32,7 +23,7 @@ def electrode_positions(events: xr.Dataset) -> np.ndarray:
     return np.stack([np.cos(angle) * known, np.sin(angle) * known, distance], axis=1).astype(np.float32)
 
 
-def load_tokenset(tokens_store: Path, dataset: str, index: np.ndarray | None = None) -> TokenSet:
+def load_tokenset(tokens_store: StoreLike, dataset: str, index: np.ndarray | None = None) -> TokenSet:
     """Events of one dataset (optionally rows ``index``) as model input, each subject's tokens
     divided by that subject's own channel RMS over the rows loaded.
 
@@ -58,7 +49,7 @@ def load_tokenset(tokens_store: Path, dataset: str, index: np.ndarray | None = N
     )
 
 
-def signal_kind(tokens_store: Path, dataset: str) -> str:
+def signal_kind(tokens_store: StoreLike, dataset: str) -> str:
     """The ``signal`` kind a dataset's events were cut from (``emg`` for a store that predates the attr)."""
     return str(open_events(tokens_store, dataset).attrs.get("signal", "emg"))
 
@@ -89,7 +80,7 @@ def limit_rows(sentence: np.ndarray, rows: np.ndarray, n_chans: int, max_patches
     return rows[np.isin(sentence[rows], sentences[kept])]
 
 
-def pretraining_rows(tokens_store: Path, dataset: str, heldout_fraction: float, max_patches: int,
+def pretraining_rows(tokens_store: StoreLike, dataset: str, heldout_fraction: float, max_patches: int,
                      seed: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(train rows, held-out rows, n_chans) chosen from the per-event columns alone; the
     held-out side gets a quarter of the patch budget."""
@@ -101,7 +92,7 @@ def pretraining_rows(tokens_store: Path, dataset: str, heldout_fraction: float, 
             limit_rows(sentence, held, n_chans, max_patches // 4, seed), n_chans)
 
 
-def pretraining_sets(tokens_store: Path, dataset: str, heldout_fraction: float, max_patches: int,
+def pretraining_sets(tokens_store: StoreLike, dataset: str, heldout_fraction: float, max_patches: int,
                      seed: int) -> tuple[TokenSet, TokenSet]:
     """The train and held-out TokenSets of one dataset, reading only their token rows."""
     train, held, _ = pretraining_rows(tokens_store, dataset, heldout_fraction, max_patches, seed)

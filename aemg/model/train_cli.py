@@ -18,7 +18,7 @@ from pathlib import Path
 from aemg.errors import AemgError
 from aemg.model import distributed
 from aemg.model.stage import pretrain_all, write_metrics
-from aemg.params import load_params
+from aemg.params import load_params, stage_paths
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in models/")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    paths = {k: Path(v) for k, v in params["paths"].items()}
+    paths = stage_paths(params)
     tokens = Path(args.tokens) if args.tokens else paths["tokens"]
     world, device = distributed.init_from_env(args.device)
     try:

@@ -316,6 +316,23 @@ def tokens_from_events(
     return cut_tokens(lambda a, b: x[a:b], lambda a, b: gesture[a:b], len(x), x.shape[1], events, p, demean)
 
 
+def sentence_orders(n_chans: int, p: EventParams) -> int:
+    """Token orders per sentence: ``min(max_order, max_tokens_per_sentence // n_chans)``, at least one."""
+    return max(1, min(p.max_order, p.max_tokens_per_sentence // n_chans))
+
+
+def token_counts(events: list[tuple[int, int]], n_times: int, n_chans: int, p: EventParams) -> tuple[int, int]:
+    """(tokens, sentences) that :func:`cut_tokens` makes of ``events``, without reading a sample.
+
+    Lets a driver lay out a dataset's event arrays (where each recording's tokens go) from the
+    detected events alone, before any worker cuts a token.
+    """
+    if n_times < p.token_len:
+        return 0, 0
+    n_tok = np.maximum(1, -(-np.diff(np.asarray(events, np.int64).reshape(-1, 2), axis=1)[:, 0] // p.token_len))
+    return int(n_tok.sum()), int((-(-n_tok // sentence_orders(n_chans, p))).sum())
+
+
 def cut_tokens(
     read: Reader, read_gesture: Reader, n_times: int, n_chans: int, events: list[tuple[int, int]],
     p: EventParams, demean: bool, rows_per_read: int = 256,
@@ -330,7 +347,7 @@ def cut_tokens(
     tokens themselves (the result) memory holds one such piece, however long the recording.
     """
     T = p.token_len
-    max_order = max(1, min(p.max_order, p.max_tokens_per_sentence // n_chans))
+    max_order = sentence_orders(n_chans, p)
     rows: list[tuple[int, int, int, int, int, int]] = []  # start, stop, sentence, order, sentence start, event
     pieces: list[tuple[int, int]] = []  # row ranges read together: within one event
     sentence = -1

@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from aemg.harmonize.dataset import recording_table_from
-from aemg.store import list_groups, open_group
+from aemg.store import StoreLike, list_groups, open_group, recording_table_from
 from aemg.tokenize.dataset import recording_floor_samples
 from aemg.tokenize.events import DETECTORS, EventParams, detect, recording_floor_summary, subject_floors
 from aemg.tokenize.quality import detection_scores, label_agreement
@@ -46,7 +45,7 @@ def synthetic_report(tp: dict[str, Any], seeds: range = range(4), sfreq: float =
     return rows
 
 
-def real_report(store: Path, tp: dict[str, Any], datasets: list[str] | None = None) -> list[dict[str, Any]]:
+def real_report(store: StoreLike, tp: dict[str, Any], datasets: list[str] | None = None) -> list[dict[str, Any]]:
     """Per dataset and detector: share of gesture segments with an event, events per rest minute."""
     rows = []
     for dataset in datasets or list_groups(store):
@@ -86,7 +85,7 @@ def real_report(store: Path, tp: dict[str, Any], datasets: list[str] | None = No
     return rows
 
 
-def write_report(store: Path, tp: dict[str, Any], out: Path, datasets: list[str] | None = None) -> dict[str, Any]:
+def write_report(store: StoreLike, tp: dict[str, Any], out: Path, datasets: list[str] | None = None) -> dict[str, Any]:
     report = {"synthetic": synthetic_report(tp), "real": real_report(store, tp, datasets)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

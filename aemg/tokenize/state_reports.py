@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from aemg.harmonize.dataset import recording_table_from
-from aemg.store import list_groups, open_group
+from aemg.store import StoreLike, list_groups, open_group, recording_table_from
 from aemg.tokenize.dataset import MapFn, state_plan
 from aemg.tokenize.state_tokens import gather_sample, sample_probabilities, state_params
 from aemg.tokenize.states import consistency, select_k
@@ -38,7 +37,7 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
             "sd": float(arr.std()) if arr.size else float("nan")}
 
 
-def select_k_rows(store: Path, dataset: str, tp: dict[str, Any], map_fn: MapFn = map) -> dict[str, Any]:
+def select_k_rows(store: StoreLike, dataset: str, tp: dict[str, Any], map_fn: MapFn = map) -> dict[str, Any]:
     """SSE and PNMI per K for one dataset, on its training subjects."""
     ds = open_group(store, dataset)
     table = recording_table_from(ds)
@@ -65,7 +64,7 @@ def select_k_rows(store: Path, dataset: str, tp: dict[str, Any], map_fn: MapFn =
     return out
 
 
-def consistency_rows(store: Path, dataset: str, tp: dict[str, Any], map_fn: MapFn = map) -> dict[str, Any]:
+def consistency_rows(store: StoreLike, dataset: str, tp: dict[str, Any], map_fn: MapFn = map) -> dict[str, Any]:
     """Kappa and overlap (exact, +-1) per held-out subject of one dataset, with mean and sd."""
     ds = open_group(store, dataset)
     table = recording_table_from(ds)
@@ -96,7 +95,7 @@ def consistency_rows(store: Path, dataset: str, tp: dict[str, Any], map_fn: MapF
     return out
 
 
-def _write(kind: str, fn: Any, store: Path, tp: dict[str, Any], out: Path, datasets: list[str] | None,
+def _write(kind: str, fn: Any, store: StoreLike, tp: dict[str, Any], out: Path, datasets: list[str] | None,
            map_fn: MapFn) -> dict[str, Any]:
     report = {
         "report": kind,
@@ -108,13 +107,13 @@ def _write(kind: str, fn: Any, store: Path, tp: dict[str, Any], out: Path, datas
     return report
 
 
-def write_select_k_report(store: Path, tp: dict[str, Any], out: Path, datasets: list[str] | None = None,
+def write_select_k_report(store: StoreLike, tp: dict[str, Any], out: Path, datasets: list[str] | None = None,
                           map_fn: MapFn = map) -> dict[str, Any]:
     """``metrics/tokenize_select_k.json``: SSE and PNMI for each K, per dataset."""
     return _write("select_k", select_k_rows, store, tp, out, datasets, map_fn)
 
 
-def write_consistency_report(store: Path, tp: dict[str, Any], out: Path, datasets: list[str] | None = None,
+def write_consistency_report(store: StoreLike, tp: dict[str, Any], out: Path, datasets: list[str] | None = None,
                              map_fn: MapFn = map) -> dict[str, Any]:
     """``metrics/tokenize_consistency.json``: agreement per held-out subject, per dataset."""
     return _write("consistency", consistency_rows, store, tp, out, datasets, map_fn)

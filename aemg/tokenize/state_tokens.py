@@ -47,7 +47,6 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +60,7 @@ from threadpoolctl import threadpool_limits
 
 from aemg.errors import AemgError
 from aemg.params import params_hash
+from aemg.store import StoreLike, open_arrays, open_group, recording_table_from
 from aemg.tokenize.events import Reader
 from aemg.tokenize.features import FEATURE_NAMES, N_FEATURES, window_features
 from aemg.tokenize.states import StateCodebook, fit_state_codebook
@@ -244,14 +244,10 @@ class Recordings:
         return self.emg.at(offset), self.gesture.at(offset), n_times
 
 
-def open_recordings(store: Path | str, group: str) -> Recordings:
+def open_recordings(store: StoreLike, group: str) -> Recordings:
     """Open a harmonized group for reading slices (no Dask: tasks run inside Dask already)."""
-    import zarr
-
-    from aemg.harmonize.dataset import recording_table_from
-
-    ds = xr.open_zarr(store, group=group, consolidated=False, chunks=None)
-    arrays = zarr.open_group(str(store), mode="r", path=group)
+    ds = open_group(store, group, chunks=None)
+    arrays = open_arrays(store, group)
     return Recordings(float(ds.attrs["sfreq"]), int(ds.sizes["channel"]), recording_table_from(ds),
                       ChunkReader(arrays["emg"]), ChunkReader(arrays["gesture"]))
 
@@ -343,7 +339,7 @@ def recording_states(read: Reader, read_gesture: Reader, n_times: int, n_chans: 
 # ---------------------------------------------------------------------------------------------
 
 
-def block_sample(store: Path | str, group: str, recs: list[int], tp: Mapping[str, Any], probs: Mapping[int, float],
+def block_sample(store: StoreLike, group: str, recs: list[int], tp: Mapping[str, Any], probs: Mapping[int, float],
                  thr: Mapping[str, float]) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Pass 2: (recording, feature rows, gesture per row) for each recording in the block."""
     data = open_recordings(store, group)
@@ -399,7 +395,7 @@ def sample_probabilities(table: pd.DataFrame, recs: Iterable[int], sp: StatePara
     return dict.fromkeys(recs, p)
 
 
-def gather_sample(map_fn: MapFn, store: Path | str, group: str, tp: Mapping[str, Any], recs: list[int],
+def gather_sample(map_fn: MapFn, store: StoreLike, group: str, tp: Mapping[str, Any], recs: list[int],
                   probs: Mapping[int, float], thr: Mapping[str, float], per_task: int
                   ) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Pass 2 on Dask (or any map): sampled feature rows of ``recs``, in recording order."""
