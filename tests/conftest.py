@@ -107,13 +107,15 @@ def write_token_store(path: Path, datasets: list[str], n_events: int = 300) -> N
     import xarray as xr
 
     from aemg.model import make_synthetic_tokenset
+    from aemg.store import publish_group
 
     for i, dataset in enumerate(datasets):
         ts = make_synthetic_tokenset(n_events=n_events, n_chans=4, n_subjects=5, seed=i, dataset=dataset)
         angle = np.degrees(np.arctan2(ts.positions[:, 1], ts.positions[:, 0]))
-        xr.Dataset({
+        events = xr.Dataset({
             "token": (("event", "channel", "time"), ts.tokens), "sentence": ("event", ts.sentence),
             "order": ("event", ts.order), "time_in_sentence_s": ("event", ts.onset),
             "subject": ("event", ts.subject.astype(object)),
             "angle_deg": ("channel", angle), "distance": ("channel", ts.positions[:, 2]),
-        }).to_zarr(path, group=f"{dataset}/events", mode="a", consolidated=False)
+        })
+        publish_group(path, dataset, xr.DataTree.from_dict({"events": events}))

@@ -18,6 +18,7 @@ from aemg.evaluate.run import compute_features
 from aemg.evaluate.synthetic import make_synthetic_trials
 from aemg.model.stage import model_dir
 from aemg.params import DEFAULTS
+from aemg.store import open_group, publish_group
 
 DS = "synthetic"
 TINY = {"width": 16, "depth": 1, "heads": 2, "conv_channels": 4, "codebook_size": 8, "code_dim": 4,
@@ -50,7 +51,7 @@ def _stores(root: Path, trials) -> None:
         coords={"channel": chans, "angle_deg": ("channel", np.linspace(0, 270, c)), "distance": ("channel", np.full(c, 0.5))},
         attrs={"sfreq": trials.sfreq},
     )
-    h.to_zarr(root / "harmonized.zarr", group=DS, mode="w", consolidated=False)
+    publish_group(root / "harmonized.zarr", DS, h)
     ev = xr.Dataset(
         {"recording": (("event",), recording), "start": (("event",), start), "stop": (("event",), start + t),
          "gesture": (("event",), trials.gesture), "sentence": (("event",), trials.sentence),
@@ -59,7 +60,7 @@ def _stores(root: Path, trials) -> None:
         coords={"channel": chans, "angle_deg": ("channel", np.linspace(0, 270, c)), "distance": ("channel", np.full(c, 0.5))},
         attrs={"sfreq": trials.sfreq},
     )
-    ev.to_zarr(root / "tokens.zarr", group=f"{DS}/events", mode="w", consolidated=False)
+    publish_group(root / "tokens.zarr", DS, xr.DataTree.from_dict({"events": ev}))
 
 
 def test_report_figures_and_readme(tmp_path):
@@ -117,7 +118,7 @@ def test_fixed_window_tokens_cover_every_recording(tmp_path):
     _stores(tmp_path, trials)
     tp = DEFAULTS["tokenize"]
     ts = fixed_window_tokenset(tmp_path / "harmonized.zarr", DS, tp)
-    h = xr.open_zarr(tmp_path / "harmonized.zarr", group=DS, consolidated=False)
+    h = open_group(tmp_path / "harmonized.zarr", DS)
     T = tp["token_len"]
     assert ts.n_events == int(sum(-(-n // T) for n in h["n_times"].values))
     assert sorted(set(ts.subject)) == trials.subjects

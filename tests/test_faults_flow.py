@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import xarray as xr
 from test_faults_common import (
     GOOD_FILES,
     HOSTILE,
@@ -30,6 +29,7 @@ from typer.testing import CliRunner
 
 from aemg.cli import app
 from aemg.errors import AemgError
+from aemg.store import open_tree
 
 from conftest import serve_directory, write_params
 
@@ -173,7 +173,7 @@ def test_one_bad_dataset_fails_alone(env: dict) -> None:
         assert {k: v for k, v in after.items() if k.startswith(f"{group}/")} == {
             k: v for k, v in before.items() if k.startswith(f"{group}/")
         }
-    myo = xr.open_datatree(env["store"], engine="zarr")[MYO].to_dataset()
+    myo = open_tree(env["store"])[MYO].to_dataset()
     assert sorted(set(myo["subject"].values.tolist())) == ["pre-Female0", "pre-Female1", "pre-Male0"]  # re-harmonized: 3 subjects
 
 
@@ -191,5 +191,5 @@ def test_one_dataset_refused_at_download_fails_alone(env: dict, shared_data: Pat
     assert {k for k in after if after[k] != before.get(k)} and all(
         after[k] == v for k, v in before.items() if k.startswith(f"{UNIBO}/")
     )
-    myo = xr.open_datatree(env["store"], engine="zarr")[MYO].to_dataset()
+    myo = open_tree(env["store"])[MYO].to_dataset()
     assert sorted(set(myo["subject"].values.tolist())) == ["pre-Female1"]

@@ -24,7 +24,7 @@ from aemg.datasets.spec import DatasetSpec, spec_from_mapping
 from aemg.harmonize.dataset import recording_table_from, select_files, validate_group
 from aemg.harmonize.recording import harmonize_file
 from aemg.harmonize.stage import harmonize_one
-from aemg.store import list_groups, open_group
+from aemg.store import list_groups, open_group, open_repository, open_tree
 
 from conftest import SHARED_DATA
 
@@ -143,16 +143,16 @@ def test_kill_9_while_streaming_leaves_the_store_and_a_rerun_completes(tmp_path:
             assert proc.poll() is None, (tmp_path / "writer.log").read_text()
             assert time.monotonic() < deadline, "writer never reached its third chunk"
             time.sleep(0.05)
-        building = [n for n in siblings(store) if ".build-" in n]
-        assert len(building) == 1
-        # another writer publishes meanwhile: it must neither wait for nor remove the live build
-        ds = xr.open_zarr(store, group=HOSTILE, chunks=None).load()
+        writing = [b for b in open_repository(store).list_branches() if b.startswith("aemg-write-")]
+        assert len(writing) == 1  # the live writer's private branch
+        # another writer publishes meanwhile: it must neither wait for nor remove the live write
+        ds = open_group(store, HOSTILE).load()
         for var in ds.variables.values():
             var.encoding = {}
         from aemg.store import publish_group
 
         publish_group(store, HOSTILE, ds.assign(emg=ds["emg"] * 2), validate=validate_group)
-        assert [n for n in siblings(store) if ".build-" in n] == building
+        assert writing[0] in open_repository(store).list_branches()
         before = fingerprint(store)
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -163,8 +163,8 @@ def test_kill_9_while_streaming_leaves_the_store_and_a_rerun_completes(tmp_path:
     assert fingerprint(store) == before and SYNTH not in list_groups(store)  # nothing half-written visible
     spec, root = synthetic_dataset(tmp_path / "raw", 8)
     summary = harmonize_one(spec, root, store, stream_hp())
-    assert summary["recordings"] == 8 and siblings(store) == []  # the dead writer's build is cleared
-    tree = xr.open_datatree(store, engine="zarr")
+    assert summary["recordings"] == 8 and siblings(store) == []
+    tree = open_tree(store)
     validate_group(tree[SYNTH].to_dataset(), N_CHANS)
     assert tree[SYNTH].sizes["sample"] == 8 * 8000
 

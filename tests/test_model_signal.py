@@ -13,7 +13,7 @@ import xarray as xr
 from aemg.model import stage
 from aemg.model.store_io import load_tokenset
 from aemg.params import DEFAULTS
-from aemg.store import publish_group
+from aemg.store import open_group, publish_group
 from aemg.tokenize.dataset import tokenize_dataset
 from aemg.tokenize.synthetic_store import synthetic_group
 
@@ -39,7 +39,7 @@ def tokens(tmp_path_factory) -> Path:
 def test_pretraining_tokenset_has_unit_rms_per_subject(tokens: Path) -> None:
     ts = load_tokenset(tokens, "emg-a")
     subject = ts.subject.astype(str)
-    raw = xr.open_zarr(tokens, group="emg-a/events", consolidated=False)["token"].values
+    raw = open_group(tokens, "emg-a/events")["token"].values
     loud, quiet = (np.sqrt((raw[subject == s] ** 2).mean()) for s in ("S01", "S02"))
     assert loud > 100 * quiet  # the store keeps the subjects' own amplitudes
     assert len(set(subject)) == 3

@@ -7,6 +7,7 @@ import numpy as np
 from aemg.model.data import TokenSet
 from aemg.model.store_io import limit_patches, split_by_subject
 from aemg.scaling import scale_by_own_subject
+from aemg.store import publish_group
 
 
 def tokenset(n_sentences: int = 40, per_sentence: int = 3, n_chans: int = 8) -> TokenSet:
@@ -54,8 +55,8 @@ def _write_events(store, ts: TokenSet, chunk: int = 16) -> None:
         },
         coords={"angle_deg": ("channel", np.linspace(0, 315, n_chans)), "distance": ("channel", np.zeros(n_chans))},
     )
-    ds.to_zarr(store, group=f"{ts.dataset}/events", mode="w", consolidated=False,
-               encoding={"token": {"chunks": (chunk, n_chans, ts.n_times)}})
+    publish_group(store, ts.dataset, xr.DataTree.from_dict({"events": ds}),
+                  encoding={"/events": {"token": {"chunks": (chunk, n_chans, ts.n_times)}}})
 
 
 def test_pretraining_reads_only_its_rows_and_picks_what_the_in_memory_split_picks(tmp_path, monkeypatch):

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 
 from aemg.model.stage import model_dir as stage_model_dir
+from aemg.store import open_group, open_tree
 from aemg.vocabulary import GESTURES
 
 from conftest import SLICE_SUBJECTS, write_params
@@ -43,7 +43,7 @@ def test_raw_files_are_the_verified_originals(pipeline_run, shared_data):
 
 def test_harmonized_store_opens_with_plain_xarray(pipeline_run):
     root, _ = pipeline_run
-    tree = xr.open_datatree(root / "data" / "harmonized.zarr", engine="zarr")
+    tree = open_tree(root / "data" / "harmonized.zarr")
     assert sorted(tree.children) == sorted(DATASETS)
     myo = tree["myo-armband-cote-allard"].to_dataset()
     assert myo.sizes["channel"] == 8
@@ -64,9 +64,9 @@ def test_harmonized_store_opens_with_plain_xarray(pipeline_run):
 
 def test_token_store_events_index_the_signal(pipeline_run):
     root, _ = pipeline_run
-    tokens = xr.open_datatree(root / "data" / "tokens.zarr", engine="zarr")
+    tokens = open_tree(root / "data" / "tokens.zarr")
     events = tokens["myo-armband-cote-allard/events"].to_dataset()
-    harmonized = xr.open_zarr(root / "data" / "harmonized.zarr", group="myo-armband-cote-allard")
+    harmonized = open_group(root / "data" / "harmonized.zarr", "myo-armband-cote-allard")
     assert events.sizes["event"] > 100
     start, stop, rec = events["start"].values, events["stop"].values, events["recording"].values
     assert np.all(start < stop) and np.all(stop <= harmonized["n_times"].values[rec])

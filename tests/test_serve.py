@@ -25,6 +25,8 @@ import psutil
 import pytest
 import yaml
 
+from aemg.store import open_tree
+
 from conftest import REPO, serve_directory
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
@@ -180,7 +182,6 @@ def test_deployments_schedule_and_trigger_are_registered(served: Served) -> None
 
 
 def test_harmonize_deployment_run_completes(served: Served) -> None:
-    import xarray as xr
 
     result = served.run_cli(
         "prefect", "deployment", "run", "harmonize/harmonize", "--watch", "--watch-timeout", "120", timeout=150
@@ -189,7 +190,7 @@ def test_harmonize_deployment_run_completes(served: Served) -> None:
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     assert "Completed" in result.stdout
     store = served.workdir / "data" / "harmonized.zarr"
-    tree = xr.open_datatree(store, engine="zarr")
+    tree = open_tree(store)
     assert sorted(tree.children) == [DATASET]
     assert sorted(set(tree[DATASET]["subject"].values.tolist())) == [SUBJECT]
 
@@ -206,7 +207,6 @@ def _new_spec(path: Path) -> Path:
 
 
 def test_dataset_added_event_triggers_scheduled_harmonize(served: Served) -> None:
-    import xarray as xr
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, LogFilter, LogFilterFlowRunId
 
     store = served.workdir / "data" / "harmonized.zarr"
@@ -247,7 +247,7 @@ def test_dataset_added_event_triggers_scheduled_harmonize(served: Served) -> Non
             time.sleep(0.5)
     assert "'action': 'unchanged'" in actions.get(DATASET, ""), actions  # only new or changed datasets
     assert "'action': 'harmonized'" in actions.get(NEW_ID, ""), actions
-    tree = xr.open_datatree(store, engine="zarr")
+    tree = open_tree(store)
     assert sorted(tree.children) == sorted([DATASET, NEW_ID])
     assert sorted(set(tree[NEW_ID]["subject"].values.tolist())) == ["2"]
 

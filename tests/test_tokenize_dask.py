@@ -14,6 +14,7 @@ import xarray as xr
 
 from aemg.flows.dask_map import dask_map
 from aemg.params import DEFAULTS
+from aemg.store import open_tree
 from aemg.tokenize.stage import tokenize_one
 from aemg.tokenize.synthetic_store import write_synthetic_store
 
@@ -40,11 +41,11 @@ def reference(store: Path) -> xr.DataTree:
     """The token group computed in this process with plain ``map``."""
     out = store.parent / "tokens-sync.zarr"
     tokenize_one(store, out, "synthetic", TP)
-    return xr.open_datatree(out, engine="zarr")["synthetic"].load()
+    return open_tree(out)["synthetic"].load()
 
 
 def assert_same_tokens(path: Path, reference: xr.DataTree) -> None:
-    got = xr.open_datatree(path, engine="zarr")["synthetic"].load()
+    got = open_tree(path)["synthetic"].load()
     for group in ("events", "states"):
         a, b = got[group].to_dataset(), reference[group].to_dataset()
         assert sorted(a.data_vars) == sorted(b.data_vars)

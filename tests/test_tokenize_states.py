@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from aemg.errors import AemgError
 from aemg.params import DEFAULTS
-from aemg.tokenize.dataset import block_power, state_plan, tokenize_group
+from aemg.store import open_group, open_tree
+from aemg.tokenize.dataset import block_power, state_plan
 from aemg.tokenize.features import window_features
 from aemg.tokenize.stage import tokenize_one
 from aemg.tokenize.state_reports import write_consistency_report, write_select_k_report
@@ -53,10 +53,10 @@ def tokens(store: Path) -> tuple[Path, dict]:
 
 def test_states_sit_beside_events_in_one_datatree(store, tokens):
     out, summary = tokens
-    tree = xr.open_datatree(out, engine="zarr")
+    tree = open_tree(out)
     assert sorted(tree["synthetic"].children) == ["events", "states"]
     states = tree["synthetic/states"].to_dataset()
-    harmonized = xr.open_zarr(store, group="synthetic")
+    harmonized = open_group(store, "synthetic")
     sp = StateParams.from_params(TP, 200.0)
     # 20-450 Hz clipped to 0.95 x Nyquist at 200 Hz; 50 ms / 25 ms = 10 / 5 samples
     assert states.attrs["band_hz"] == [20.0, 95.0] and (sp.window, sp.stride) == (10, 5)
@@ -71,9 +71,9 @@ def test_states_sit_beside_events_in_one_datatree(store, tokens):
 
 def test_states_are_the_stored_codebook_applied_to_each_frame(store, tokens):
     out, _ = tokens
-    states = xr.open_zarr(out, group="synthetic/states")
+    states = open_group(out, "synthetic/states")
     codebook = codebook_from(states)
-    harmonized = xr.open_zarr(store, group="synthetic")
+    harmonized = open_group(store, "synthetic")
     rec = 4
     off, n = int(harmonized["offset"][rec]), int(harmonized["n_times"][rec])
     sp = StateParams.from_params(TP, 200.0)
@@ -86,14 +86,14 @@ def test_states_are_the_stored_codebook_applied_to_each_frame(store, tokens):
 
 
 def test_rest_frames_get_low_states_and_contractions_high(tokens):
-    states = xr.open_zarr(tokens[0], group="synthetic/states")
+    states = open_group(tokens[0], "synthetic/states")
     level = states["state"].values.mean(axis=1)
     gesture = states["gesture"].values
     assert level[gesture == 0].mean() + 3 < level[gesture > 0].mean()
 
 
 def test_codebook_is_fitted_on_training_subjects_only(tmp_path, store, tokens):
-    states = xr.open_zarr(tokens[0], group="synthetic/states")
+    states = open_group(tokens[0], "synthetic/states")
     heldout = states.attrs["heldout_subjects"]
     assert heldout and set(heldout).isdisjoint(states.attrs["train_subjects"])
     split = dict(zip(states["subject"].values.tolist(), states["split"].values.tolist(), strict=False))
@@ -162,22 +162,22 @@ def test_time_blocks_match_one_pass_and_memory_stays_flat():
     assert peak(len(long)) < 1.3 * peak(len(long) // 4)
 
 
-def test_one_task_per_block_of_recordings(store):
+def test_one_task_per_block_of_recordings(store, tmp_path):
     calls: list[list[int]] = []
 
     def spy_map(fn, items):
         items = list(items)
-        calls.append([len(i) for i in items])
+        calls.append([len(i[0]) if isinstance(i, tuple) else len(i) for i in items])  # write jobs: (recs, writer)
         return map(fn, items)
 
-    tokenize_group(store, "synthetic", {**TP, "recordings_per_task": 4}, spy_map)
-    # power (6 recordings), training sample (4 training recordings), events + states
-    assert calls == [[4, 2], [4], [4, 2]]
+    tokenize_one(store, tmp_path / "tokens.zarr", "synthetic", {**TP, "recordings_per_task": 4}, spy_map)
+    # power (6 recordings), training sample (4 training recordings), event detection, tokens + states
+    assert calls == [[4, 2], [4], [4, 2], [4, 2]]
     assert len(block_power(store, "synthetic", [0, 5], TP)) == 2
 
 
 def test_states_table_contract_rejects_broken_groups(tokens):
-    states = xr.open_zarr(tokens[0], group="synthetic/states").load()
+    states = open_group(tokens[0], "synthetic/states").load()
     bad = states.copy()
     bad["state"] = bad["state"].where(bad["state"] != 0, 13)
     with pytest.raises(Exception, match=r"in_range|state"):
@@ -198,7 +198,7 @@ def test_select_k_and_consistency_reports(tmp_path, store, tokens):
 
     report = write_consistency_report(store, TP, tmp_path / "metrics" / "tokenize_consistency.json")
     (entry,) = report["datasets"]
-    stored = xr.open_zarr(tokens[0], group="synthetic/states")
+    stored = open_group(tokens[0], "synthetic/states")
     assert [r["subject"] for r in entry["rows"]] == stored.attrs["heldout_subjects"]
     row = entry["rows"][0]
     assert -1 <= row["kappa"] <= 1 and row["overlap"] <= row["overlap_pm1"] <= 1 and row["n"] > 100

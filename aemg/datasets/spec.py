@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from aemg.datasets.formats import FORMATS
 from aemg.errors import DatasetError
 from aemg.vocabulary import GESTURES
 
@@ -312,10 +313,8 @@ def spec_from_mapping(data: Any, source: str) -> DatasetSpec:
     base_url = data.get("base_url")
     if access == "open" and base_url is None and archive is None:
         errors.append("an open dataset needs 'base_url' or 'archive' to download from")
-    from aemg.harmonize.readers import READERS  # late import: readers import this module
-
-    if fmt is not None and fmt not in READERS:
-        errors.append(f"unknown format {fmt!r}; known formats: {', '.join(sorted(READERS))}")
+    if fmt is not None and fmt not in FORMATS:
+        errors.append(f"unknown format {fmt!r}; known formats: {', '.join(sorted(FORMATS))}")
     if files and pattern and not any(re.fullmatch(pattern, p) for p in files):
         errors.append("pattern matches none of the listed files")
     if errors:

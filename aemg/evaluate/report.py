@@ -242,7 +242,7 @@ def plot_codebook_prototypes(tokens: Path, model_dir: Path, dataset: str, out: P
     from aemg.model import compute_codes, load_model
     from aemg.model.store_io import load_tokenset
 
-    if not (model_dir / "vq.pt").exists() or not (tokens / dataset / "events" / "zarr.json").exists():
+    if not (model_dir / "vq.pt").exists() or not has_group(tokens, f"{dataset}/events"):
         return None
     ts = load_tokenset(tokens, dataset)
     if ts.n_events == 0:
@@ -288,7 +288,7 @@ def plot_muscle_states(harmonized: Path, tokens: Path, dataset: str, out: Path, 
         return None
     info = load_dataset_signal(harmonized, dataset)
     rec = 0
-    if (tokens / dataset / "events" / "zarr.json").exists():
+    if has_group(tokens, f"{dataset}/events"):
         rec = _pick_recording(open_group(tokens, f"{dataset}/events"))
     codebook = fit_dataset_codebook(info, k=k, max_samples=50_000)
     states = span_states(codebook, info, rec)

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
 
 from aemg.errors import AemgError
 from aemg.params import load_params, stage_paths
+from aemg.store import snapshot_record
 
 
 def resolve(params_path: str | None, overrides: dict[str, str | None]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parameters plus the stage paths (see :func:`aemg.params.stage_paths`), CLI options taking precedence."""
     params = load_params(params_path)
     return params, stage_paths(params, overrides)
+
+
+def record_snapshot(paths: dict[str, Any], key: str) -> Path:
+    """Write ``metrics/snapshots/<key>.json``, the store's URL and snapshot id (a DVC stage output)."""
+    out = Path(paths["metrics"]) / "snapshots" / f"{key}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(snapshot_record(paths[key]), indent=2) + "\n")
+    return out
 
 
 def run_per_dataset(

@@ -12,7 +12,7 @@ from aemg.datasets.download import download
 from aemg.datasets.registry import get_spec, user_spec_files
 from aemg.datasets.spec import load_spec
 from aemg.errors import DatasetError
-from aemg.flows.common import raise_failures, resolve, run_per_dataset
+from aemg.flows.common import raise_failures, record_snapshot, resolve, run_per_dataset
 from aemg.flows.dask_map import MapFn, dask_map
 from aemg.harmonize.dataset import select_files
 from aemg.harmonize.stage import harmonize_one
@@ -85,5 +85,7 @@ def harmonize_flow(
         results = run_per_dataset(
             harmonize_task, downloaded, paths["raw"], paths["harmonized"], params, map_fn, only_changed, failures=failures
         )
+    if results:
+        record_snapshot(paths, "harmonized")
     raise_failures(failures, len(results))
     return results

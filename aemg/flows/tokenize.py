@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from aemg.flows.common import resolve, run_per_dataset
+from aemg.flows.common import record_snapshot, resolve, run_per_dataset
 from aemg.flows.dask_map import MapFn, dask_map
 from aemg.store import list_groups
 from aemg.tokenize.stage import tokenize_one
@@ -30,4 +30,6 @@ def tokenize_flow(
     params, paths = resolve(params_path, {"harmonized": store, "tokens": tokens})
     datasets = datasets or list_groups(paths["harmonized"])
     with dask_map(dask_address) as map_fn:
-        return run_per_dataset(tokenize_task, datasets, paths["harmonized"], paths["tokens"], params["tokenize"], map_fn)
+        results = run_per_dataset(tokenize_task, datasets, paths["harmonized"], paths["tokens"], params["tokenize"], map_fn)
+    record_snapshot(paths, "tokens")
+    return results

@@ -23,6 +23,7 @@ from aemg.store.repository import (
     open_tree,
     pin,
     publish_group,
+    snapshot_record,
     store_exists,
 )
 from aemg.store.tables import STRING_COLUMNS, recording_table_from, text_array
@@ -51,6 +52,7 @@ __all__ = [
     "pin",
     "publish_group",
     "recording_table_from",
+    "snapshot_record",
     "store_exists",
     "text_array",
 ]

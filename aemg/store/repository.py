@@ -69,7 +69,15 @@ def open_repository(store: StoreLike, *, create: bool = False) -> icechunk.Repos
         return icechunk.Repository.open(storage)
     if not create:
         raise AemgError(f"no store at {ref.url}; run `aemg harmonize` (or `aemg tokenize`) to create it")
-    return icechunk.Repository.create(storage)
+    with _publish_lock(ref):  # two runs creating one new local store: the second must open the first's
+        if icechunk.Repository.exists(storage):
+            return icechunk.Repository.open(storage)
+        try:
+            return icechunk.Repository.create(storage)
+        except icechunk.IcechunkError:  # on S3 another run created it first: creation is conditional
+            if not icechunk.Repository.exists(storage):
+                raise
+            return icechunk.Repository.open(storage)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -98,6 +106,16 @@ def pin(store: StoreLike) -> StoreRef:
     if ref.snapshot is not None:
         return ref
     return StoreRef(ref.url, open_repository(ref).lookup_branch(MAIN))
+
+
+def snapshot_record(store: StoreLike) -> dict[str, Any]:
+    """What names this store's current version exactly: its URL, main's tip and the groups there.
+
+    Stages write it to ``metrics/snapshots/<store>.json`` for DVC: a DVC revision then names the
+    exact data even when the store lives on object storage, outside DVC's reach.
+    """
+    ref = pin(store)
+    return {"url": ref.url, "snapshot": ref.snapshot, "groups": list_groups(ref)}
 
 
 def store_exists(store: StoreLike) -> bool:
