@@ -18,7 +18,7 @@ One run, one synthetic input (band-limited noise with contraction bursts, seeded
     a .npy file; that process times LibEMG's ``extract_features`` on the materialised windows
     (as LibEMG's own ``get_windows`` returns them) and, as a cross-check, our features too.
 (b) the contraction-event tokenizer (``detect`` + ``tokens_from_events``, AEMG defaults).
-(c) ``tokenize_group`` (events + muscle states, three passes) of a synthetic store on a
+(c) ``tokenize_one`` (events + muscle states into a token store) of a synthetic store on a
     LocalCluster with 1 and then 2 single-threaded workers, warm (imports done), same input;
     beside it the same number of tasks of fixed pure-CPU work (``cpu_ceiling_2_workers``):
     on a shared 2-core machine this ceiling, not the tokenizer, bounds ``scaling_2_workers``.
@@ -224,7 +224,7 @@ def bench_dask(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from distributed import Client, LocalCluster
 
     from aemg.params import DEFAULTS
-    from aemg.tokenize.dataset import tokenize_group
+    from aemg.tokenize.stage import tokenize_one
     from aemg.tokenize.synthetic_store import write_synthetic_store
 
     store = write_synthetic_store(tmp / "harmonized.zarr", n_subjects=4, recordings_per_subject=args.dask_recordings // 4,
@@ -239,18 +239,19 @@ def bench_dask(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             def map_fn(fn, items, client=client):
                 return client.gather(client.map(fn, list(items), pure=False))
 
-            tokenize_group(store, "synthetic", {**tp, "recordings_per_task": n_recs}, map_fn)  # warm-up
+            tokens = tmp / f"tokens-{n_workers}.zarr"
+            tokenize_one(store, tokens, "synthetic", {**tp, "recordings_per_task": n_recs}, map_fn)  # warm-up
             out[f"workers_{n_workers}_idle_rss_mb"] = max(client.run(current_rss_mb).values())
             client.run(reset_peak_rss)
-            t, groups = best_of(args.repeats, lambda map_fn=map_fn: tokenize_group(store, "synthetic", tp, map_fn))
+            t, summary = best_of(args.repeats, lambda map_fn=map_fn, tokens=tokens: tokenize_one(
+                store, tokens, "synthetic", tp, map_fn))
             out[f"workers_{n_workers}_s"] = t
             out[f"workers_{n_workers}_loadavg_1min"] = os.getloadavg()[0]  # other users' load counts too
             out[f"workers_{n_workers}_peak_rss_mb"] = max(client.run(peak_rss_mb).values())
             # the same number of tasks of fixed pure-CPU work: what this machine lets 2 workers gain
             out[f"ceiling_{n_workers}_s"], _ = best_of(
                 args.repeats, lambda map_fn=map_fn: map_fn(_fixed_work, range(n_recs * 3)))
-    from aemg.harmonize.dataset import recording_table_from
-    from aemg.store import open_group
+    from aemg.store import open_group, recording_table_from
     from aemg.tokenize.dataset import state_plan
     from aemg.tokenize.state_tokens import fit_codebook, gather_sample, sample_probabilities
 
@@ -262,8 +263,8 @@ def bench_dask(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     out["driver_fit_s"], _ = best_of(args.repeats, lambda: fit_codebook(plan, sample))
     serial = out["driver_fit_s"]
     out["amdahl_bound_2_workers"] = out["workers_1_s"] / (serial + (out["workers_1_s"] - serial) / 2)
-    out["frames"] = int(groups["states"].sizes["frame"])
-    out["events"] = int(groups["events"].sizes["event"])
+    out["frames"] = summary["frames"]
+    out["events"] = summary["events"]
     out["scaling_2_workers"] = out["workers_1_s"] / out["workers_2_s"]
     out["cpu_ceiling_2_workers"] = out["ceiling_1_s"] / out["ceiling_2_s"]
     return out
@@ -279,7 +280,7 @@ def bench_memory_vs_length(args: argparse.Namespace, tmp: Path) -> dict[str, Any
     from distributed import Client, LocalCluster
 
     from aemg.params import DEFAULTS
-    from aemg.tokenize.dataset import tokenize_group
+    from aemg.tokenize.stage import tokenize_one
     from aemg.tokenize.synthetic_store import write_synthetic_store
 
     out: dict[str, Any] = {}
@@ -290,7 +291,7 @@ def bench_memory_vs_length(args: argparse.Namespace, tmp: Path) -> dict[str, Any
                           silence_logs=50, preload=["aemg.tokenize.dataset"]) as cluster, Client(cluster) as client:
             idle = max(client.run(current_rss_mb).values())
             client.run(reset_peak_rss)
-            tokenize_group(store, "synthetic", {**DEFAULTS["tokenize"], "recordings_per_task": 1},
+            tokenize_one(store, tmp / f"tokens-len{seconds:g}.zarr", "synthetic", {**DEFAULTS["tokenize"], "recordings_per_task": 1},
                            lambda fn, items, client=client: client.gather(client.map(fn, list(items), pure=False)))
             out[f"{seconds:g}s"] = {"idle_rss_mb": idle, "peak_rss_mb": max(client.run(peak_rss_mb).values()),
                                     "recording_mb": seconds * args.dask_sfreq * args.chans * 4 / 2**20}

@@ -11,14 +11,13 @@ with one gesture, as a Myo single-gesture file does: it has no rest of its own.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from aemg.schemas import RecordingTable, harmonized_schema
-from aemg.store import publish_group, text_array
+from aemg.store import StoreLike, publish_group, text_array
 from aemg.tokenize.synthetic import synthetic_recording
 
 
@@ -84,10 +83,10 @@ def synthetic_group(
     return ds
 
 
-def write_synthetic_store(store: Path, chunk_samples: int = 262_144, **kwargs: object) -> Path:
-    """Publish :func:`synthetic_group` as ``store/<dataset>``; returns the store path."""
+def write_synthetic_store(store: StoreLike, chunk_samples: int = 262_144, **kwargs: object) -> StoreLike:
+    """Publish :func:`synthetic_group` as ``store/<dataset>``; returns the store (a folder or URL)."""
     ds = synthetic_group(**kwargs)  # type: ignore[arg-type]
     n = min(chunk_samples, ds.sizes["sample"])
     encoding = {"emg": {"chunks": (n, ds.sizes["channel"])}, "gesture": {"chunks": (n,)}}
-    publish_group(Path(store), ds.attrs["dataset"], ds, encoding=encoding)
-    return Path(store)
+    publish_group(store, ds.attrs["dataset"], ds, encoding=encoding)
+    return store
