@@ -3,6 +3,8 @@ a referee, and the kernels against the numpy path on edge cases (ties, silence, 
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from scipy import signal
@@ -170,6 +172,18 @@ def test_kernels_match_numpy_path(sfreq: float, window: int, stride: int, dtype:
         bad = np.abs(got - want) > 1e-5 * scale
         assert not bad.any(), [FEATURE_NAMES[i] for i in np.unique(np.nonzero(bad)[2])]
         assert not x[:window, 2].any() and not got[0, 2].any()  # a silent window: all ten are 0
+
+
+def test_kernels_are_cached_only_for_the_package() -> None:
+    """numba keys its on-disk cache by file: a copy of features.py loaded by path under another
+    name (as the LibEMG benchmark does) must not write entries the package then fails to load."""
+    from numba.core.caching import NullCache
+
+    spec = importlib.util.spec_from_file_location("features_by_path", features.__file__)
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    assert all(isinstance(k._cache, NullCache) for k in copy._kernels())
+    assert not any(isinstance(k._cache, NullCache) for k in features._kernels())
 
 
 def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:

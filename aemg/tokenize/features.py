@@ -27,6 +27,17 @@ All thresholds are strict (``>``) and explicit. LibEMG differs in ways that sile
 the features: its SSC counts ties (``>=``, so flat stretches count at threshold 0), its ZC has
 no threshold, its WAMP default (2e-3) is absolute, meaningful only for signals in volts, and its
 MNF/MDF assume ``fs=1000`` unless told otherwise. WAMP therefore has no default here.
+
+Two engines compute the same definitions. ``engine="auto"`` (the default) takes the numba
+kernels when numba imports, else the numpy path; ``"numba"`` and ``"numpy"`` force one. Why the
+kernels: speed. The numpy path makes a dozen whole-chunk array passes; the kernels visit each
+sample once and each spectrum bin a few times in compiled loops, beside the one rFFT per window
+both share (``benchmarks/tokenize.py`` times both against that rFFT alone). The numpy path stays
+as the reference the kernels are tested against. Where they differ: float summation order only
+(the kernels sum squares and lag products in float64, the numpy path gets them from the spectrum
+in float32; power is |X|^2 from re^2 + im^2 here, from hypot there), so continuous features agree
+to ~1e-6 of their scale and counts exactly (both test thresholds on the same float32 values).
+Each engine on its own gives bit-identical results whatever ``chunk_frames``.
 """
 
 from __future__ import annotations
@@ -301,7 +312,6 @@ def _time_kernel(x: np.ndarray, window: int, stride: int, zc_threshold: np.float
         cur = rows[j]
         for i in range(span):
             sq[i] += np.float64(cur[i]) * cur[i]
-        for i in range(span):
             mav[i] += abs(cur[i])
         # terms that need x[n-1]: none for the chunk's first sample (block 0 at j = 0)
         lo = n_chans if j == 0 else 0
@@ -310,12 +320,11 @@ def _time_kernel(x: np.ndarray, window: int, stride: int, zc_threshold: np.float
         zc_j, wamp_j, ssc_j = zc[lo:], wamp[lo:], ssc[lo:]
         for i in range(span - lo):
             lag_j[i] += np.float64(cur[i]) * prev[i]
-        for i in range(span - lo):
-            wl_j[i] += abs(cur[i] - prev[i])
-        for i in range(span - lo):
             zc_j[i] += (prev[i] * cur[i] < 0) & (abs(cur[i] - prev[i]) > zc_threshold)
         for i in range(span - lo):
-            wamp_j[i] += abs(cur[i] - prev[i]) > wamp_threshold
+            d = abs(cur[i] - prev[i])
+            wl_j[i] += d
+            wamp_j[i] += d > wamp_threshold
         # SSC also needs x[n+1]: none for the chunk's last sample
         nxt = rows[j + 1, lo:] if j < g - 1 else rows[0, lo + n_chans:]
         for i in range(len(nxt)):
@@ -365,19 +374,14 @@ def _spectral_kernel(spec: np.ndarray, window: int, bin_hz: float, half_bins: in
     n_bins, n_rows = spec.shape
     power = np.empty((n_bins, n_rows), np.float32)
     cum = np.empty((n_bins, n_rows), np.float32)  # cum[k]: power of bins 1..k
-    for k in range(1, n_bins):  # bin 0 is left out: detrend="constant" removes the window mean, all it holds
-        p, z = power[k], spec[k]
-        for r in range(n_rows):
-            p[r] = z[r].real * z[r].real + z[r].imag * z[r].imag
-    if window % 2 == 0:  # the one-sided periodogram doubles every bin but DC and Nyquist
-        p = power[n_bins - 1]
-        for r in range(n_rows):
-            p[r] *= np.float32(0.5)
     weighted, top = np.zeros(n_rows, np.float32), np.zeros(n_rows, np.float32)
     cum[0] = 0.0
-    for k in range(1, n_bins):
-        p, prev, now = power[k], cum[k - 1], cum[k]
+    for k in range(1, n_bins):  # bin 0 is left out: detrend="constant" removes the window mean, all it holds
+        # the one-sided periodogram doubles every bin but DC and Nyquist
+        half = np.float32(0.5) if k == n_bins - 1 and window % 2 == 0 else np.float32(1.0)
+        p, z, prev, now = power[k], spec[k], cum[k - 1], cum[k]
         for r in range(n_rows):
+            p[r] = (z[r].real * z[r].real + z[r].imag * z[r].imag) * half
             now[r] = prev[r] + p[r]
         for r in range(n_rows):
             weighted[r] += np.float32(k) * p[r]
@@ -409,14 +413,16 @@ def _kernels() -> tuple[Callable[..., None], Callable[..., None]] | None:
 
     Compiled on first use, not at import: processes that never compute features do not pay for
     importing numba. ``cache=True`` keeps the machine code in ``__pycache__``, so only the
-    first run after a change to this file compiles (a few seconds); ``nogil`` lets threads
+    first run after a change to this file compiles (about 5 s); ``nogil`` lets threads
     overlap chunks.
     """
     try:
         import numba
     except ModuleNotFoundError:
         return None
-    jit = numba.njit(cache=True, nogil=True)
+    # numba keys its cache by file, not by module: a copy of this file loaded under another name
+    # (the LibEMG benchmark loads it by path) would write entries that the package cannot load
+    jit = numba.njit(cache=__name__ == "aemg.tokenize.features", nogil=True)
     return jit(_time_kernel), jit(_spectral_kernel)
 
 
@@ -444,7 +450,8 @@ def window_features(
     not depend on ``chunk_frames`` (bit for bit). The default keeps a chunk's working set near
     L2 size for 16 channels x 50 ms at 2 kHz: 4096 frames there ran ~1.7x slower.
     ``wamp_threshold`` has no default because it is absolute: a value that suits volts is
-    meaningless for microvolts or normalised signals.
+    meaningless for microvolts or normalised signals. ``engine`` picks the numba kernels or the
+    numpy path (see the module docstring; ``"auto"``: the kernels when numba is installed).
     """
     x = np.asarray(x)
     if x.ndim != 2:
