@@ -197,11 +197,8 @@ class _Workspace:
 
     def spectral_features(self, x: np.ndarray, n_frames: int, out: np.ndarray) -> None:
         """MNF, MDF, PSR from one rFFT per window of ``x`` (the chunk's samples) -> out[7:], and
-        the sums :meth:`time_features` needs for RMS and AR1 -> out[0], out[6].
-
-        ``scipy.fft`` runs several same-length transforms at once in SIMD lanes (about 6x
-        numpy's ``np.fft`` here) and, transforming along axis 0 of the (W, frames, chans)
-        window view, returns the spectra already bin-major.
+        the sums :meth:`time_features` needs for RMS and AR1 -> out[0], out[6]. The spectra
+        arrive bin-major from :func:`_window_spectra`.
         """
         m, rows = self.n_bins, n_frames * self.n_chans
         spec = _window_spectra(x, self.window, self.stride, n_frames).reshape(m, rows)
