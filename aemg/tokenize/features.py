@@ -34,9 +34,10 @@ kernels: speed. The numpy path makes a dozen whole-chunk array passes; the kerne
 sample once and each spectrum bin a few times in compiled loops, beside the one rFFT per window
 both share (``benchmarks/tokenize.py`` times both against that rFFT alone). The numpy path stays
 as the reference the kernels are tested against. Where they differ: float summation order only
-(the kernels sum squares and lag products in float64, the numpy path gets them from the spectrum
-in float32; power is |X|^2 from re^2 + im^2 here, from hypot there), so continuous features agree
-to ~1e-6 of their scale and counts exactly (both test thresholds on the same float32 values).
+(the kernels sum squares and lag products over the samples, the numpy path gets them from the
+spectrum; power is |X|^2 from re^2 + im^2 in the kernels, from hypot there), so continuous
+features agree to ~1e-6 of their scale and counts exactly (both test thresholds on the same
+float32 values).
 Each engine on its own gives bit-identical results whatever ``chunk_frames``.
 """
 
@@ -54,6 +55,7 @@ from scipy import signal
 FEATURE_NAMES: tuple[str, ...] = ("rms", "zc", "ssc", "wl", "mav", "wamp", "ar1", "mnf", "mdf", "psr")
 N_FEATURES = len(FEATURE_NAMES)
 ENGINES = ("auto", "numba", "numpy")
+_TILE = 512  # block sums per tile in the time kernel: its nine sums, 28 kB, stay in L1
 
 
 def bandpass(
@@ -290,8 +292,9 @@ def _time_kernel(x: np.ndarray, window: int, stride: int, zc_threshold: np.float
     are first regrouped so that sample j of every block lies in one contiguous row: each sum
     is then a long loop with a single output array, which LLVM vectorises (loops over a few
     channels with several outputs it leaves scalar). Differences, products and threshold tests
-    are float32 as in the numpy path, so counts agree exactly; products for RMS and AR1 are
-    exact in float64 and summed there.
+    are float32 as in the numpy path, so counts agree exactly; block sums are float32 too (8 SIMD
+    lanes, not 4: float64 ones cost ~0.1 rFFT time for nothing the tests can see) and a window
+    adds its blocks in float64.
     """
     n_frames, n_chans = out.shape[0], out.shape[1]
     n = x.shape[0]
@@ -302,30 +305,36 @@ def _time_kernel(x: np.ndarray, window: int, stride: int, zc_threshold: np.float
         for j in range(g):
             for c in range(n_chans):
                 rows[j, b * n_chans + c] = x[b * g + j, c]
-    sq, lag, lag_first = np.zeros(span), np.zeros(span), np.zeros(span)
+    sq, lag, lag_first = np.zeros(span, np.float32), np.zeros(span, np.float32), np.zeros(span, np.float32)
     mav, wl, wl_first = np.zeros(span, np.float32), np.zeros(span, np.float32), np.zeros(span, np.float32)
     zc, ssc, wamp = np.zeros(span, np.int32), np.zeros(span, np.int32), np.zeros(span, np.int32)
-    for j in range(g):
-        cur = rows[j]
-        for i in range(span):
-            sq[i] += np.float64(cur[i]) * cur[i]
-            mav[i] += abs(cur[i])
-        # terms that need x[n-1]: none for the chunk's first sample (block 0 at j = 0)
-        lo = n_chans if j == 0 else 0
-        cur, prev = cur[lo:], rows[j - 1] if j > 0 else rows[g - 1]
-        lag_j, wl_j = (lag_first[lo:], wl_first[lo:]) if j == 0 else (lag, wl)
-        zc_j, wamp_j, ssc_j = zc[lo:], wamp[lo:], ssc[lo:]
-        for i in range(span - lo):
-            lag_j[i] += np.float64(cur[i]) * prev[i]
-            zc_j[i] += (prev[i] * cur[i] < 0) & (abs(cur[i] - prev[i]) > zc_threshold)
-        for i in range(span - lo):
-            d = abs(cur[i] - prev[i])
-            wl_j[i] += d
-            wamp_j[i] += d > wamp_threshold
-        # SSC also needs x[n+1]: none for the chunk's last sample
-        nxt = rows[j + 1, lo:] if j < g - 1 else rows[0, lo + n_chans:]
-        for i in range(len(nxt)):
-            ssc_j[i] += (cur[i] - prev[i]) * (cur[i] - nxt[i]) > ssc_threshold
+    tile = max(_TILE // n_chans, 1) * n_chans  # whole blocks: only the first tile holds the first block
+    for t0 in range(0, span, tile):  # a tile's sums stay in L1 across the g passes
+        t1 = min(t0 + tile, span)
+        sq_t, mav_t, lag_t, wl_t = sq[t0:t1], mav[t0:t1], lag[t0:t1], wl[t0:t1]
+        for j in range(g):
+            cur = rows[j, t0:t1]
+            for i in range(t1 - t0):
+                sq_t[i] += cur[i] * cur[i]
+                mav_t[i] += abs(cur[i])
+            # terms that need x[n-1] (flat index i - n_chans at j = 0): none for the chunk's first sample
+            lo = max(t0, n_chans) if j == 0 else t0
+            m = t1 - lo
+            cur = rows[j, lo:t1]
+            prev = rows[j - 1, lo:t1] if j > 0 else rows[g - 1, lo - n_chans:t1 - n_chans]
+            lag_j, wl_j = (lag_first[lo:t1], wl_first[lo:t1]) if j == 0 else (lag_t, wl_t)
+            zc_j, wamp_j, ssc_j = zc[lo:t1], wamp[lo:t1], ssc[lo:t1]
+            for i in range(m):
+                lag_j[i] += cur[i] * prev[i]
+                zc_j[i] += (prev[i] * cur[i] < 0) & (abs(cur[i] - prev[i]) > zc_threshold)
+            for i in range(m):
+                d = abs(cur[i] - prev[i])
+                wl_j[i] += d
+                wamp_j[i] += d > wamp_threshold
+            # SSC also needs x[n+1]: none for the chunk's last sample
+            nxt = rows[j + 1, lo:t1] if j < g - 1 else rows[0, lo + n_chans:min(t1 + n_chans, span)]
+            for i in range(len(nxt)):
+                ssc_j[i] += (cur[i] - prev[i]) * (cur[i] - nxt[i]) > ssc_threshold
     per_window, per_stride = window // g, stride // g
     for f in range(n_frames):
         a, e = f * stride, f * stride + window - 1
