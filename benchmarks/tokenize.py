@@ -9,7 +9,7 @@ Run from the repository root (as a module: this file's name shadows the standard
 One run, one synthetic input (band-limited noise with contraction bursts, seeded):
 
 (a) the ten features of :func:`aemg.tokenize.features.window_features` (50 ms windows, 25 ms
-    stride) against LibEMG's ``FeatureExtractor`` (its nine overlapping features: RMS, ZC, SSC,
+    stride; its default engine, the numba kernels, and beside it the numpy path) against LibEMG's ``FeatureExtractor`` (its nine overlapping features: RMS, ZC, SSC,
     WL, MAV, WAMP, AR(1), MNF, MDF; LibEMG has no PSR) on identical windows, and against a
     floor of one rFFT per window (same chunking as ours) in this process. LibEMG pins numpy<2,
     so it cannot live in the project's venv: it runs in its own venv
@@ -30,7 +30,7 @@ One run, one synthetic input (band-limited noise with contraction bursts, seeded
 
 Throughputs are input samples (time x channels) per second; each timing is the best of
 ``--repeats``. The last line is one JSON object with ``speedup_vs_libemg``,
-``ratio_to_fft_floor``, ``scaling_2_workers`` and ``peak_rss_mb`` (the worst per-worker peak:
+``ratio_to_fft_floor`` (numba kernels; ``ratio_to_fft_floor_numpy`` for the numpy path), ``scaling_2_workers`` and ``peak_rss_mb`` (the worst per-worker peak:
 Dask workers and event-tokenizer subprocesses; this process's own peak, which holds the whole
 input and LibEMG's comparison, is ``peak_rss_main_mb``), plus the details. The machine's load
 average is recorded next to the Dask timings: on a shared machine they measure the neighbours too.
@@ -175,11 +175,18 @@ def bench_features(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
 
     window, stride = round(0.05 * args.sfreq), round(0.025 * args.sfreq)
     samples = x.size
-    # interleaved, so a neighbour's load burst hits both; CPU time as well as wall time, since on
+    # "ours" is the default engine (the numba kernels); the numpy path is timed beside it. A first
+    # call on a few windows loads (or compiles) the kernels, so no timing includes that.
+    t = time.perf_counter()
+    window_features(x[:4 * window], args.sfreq, window, stride, wamp_threshold=WAMP_THRESHOLD)
+    kernel_load_s = time.perf_counter() - t
+    # interleaved, so a neighbour's load burst hits all; CPU time as well as wall time, since on
     # a shared machine the wall clock also measures the neighbours
-    wall = {"ours": float("inf"), "floor": float("inf")}
+    wall = {"ours": float("inf"), "numpy": float("inf"), "floor": float("inf")}
     cpu = dict(wall)
     runs = {"ours": lambda: window_features(x, args.sfreq, window, stride, wamp_threshold=WAMP_THRESHOLD),
+            "numpy": lambda: window_features(x, args.sfreq, window, stride, wamp_threshold=WAMP_THRESHOLD,
+                                             engine="numpy"),
             "floor": lambda: fft_floor(x, window, stride)}
     for _ in range(args.repeats):
         for name, fn in runs.items():
@@ -193,7 +200,9 @@ def bench_features(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
         "ours_s": ours_s, "ours_msamples_per_s": samples / ours_s / 1e6,
         "fft_floor_s": floor_s, "fft_floor_msamples_per_s": samples / floor_s / 1e6,
         "ratio_to_fft_floor": ours_s / floor_s, "ours_cpu_s": cpu["ours"], "fft_floor_cpu_s": cpu["floor"],
-        "ratio_to_fft_floor_cpu": cpu["ours"] / cpu["floor"],
+        "ratio_to_fft_floor_cpu": cpu["ours"] / cpu["floor"], "kernel_load_s": kernel_load_s,
+        "numpy_path_s": wall["numpy"], "numpy_path_cpu_s": cpu["numpy"],
+        "ratio_to_fft_floor_numpy": wall["numpy"] / floor_s, "ratio_to_fft_floor_numpy_cpu": cpu["numpy"] / cpu["floor"],
     }
     if args.no_libemg:
         out["libemg"] = "skipped (--no-libemg)"
@@ -418,6 +427,8 @@ def main() -> None:
         "speedup_vs_libemg": report["features"].get("speedup_vs_libemg"),
         "ratio_to_fft_floor": report["features"]["ratio_to_fft_floor"],
         "ratio_to_fft_floor_cpu": report["features"]["ratio_to_fft_floor_cpu"],
+        "ratio_to_fft_floor_numpy": report["features"]["ratio_to_fft_floor_numpy"],
+        "ratio_to_fft_floor_numpy_cpu": report["features"]["ratio_to_fft_floor_numpy_cpu"],
         "scaling_2_workers": report.get("dask", {}).get("scaling_2_workers"),
         "scaling_loadavg_1min": [report.get("dask", {}).get(f"workers_{n}_loadavg_1min") for n in (1, 2)],
         "cpu_ceiling_2_workers": report.get("dask", {}).get("cpu_ceiling_2_workers"),

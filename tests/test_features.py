@@ -1,14 +1,20 @@
-"""Window features against plain per-window loops, so the vectorised chunked code has a referee."""
+"""Window features against plain per-window loops, so both engines (numba kernels, numpy path) have
+a referee, and the kernels against the numpy path on edge cases (ties, silence, pure tones)."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 import pytest
 from scipy import signal
 
+from aemg.tokenize import features
 from aemg.tokenize.features import FEATURE_NAMES, bandpass, window_features
 
 THRESHOLDS = {"zc_threshold": 0.0, "ssc_threshold": 0.0, "wamp_threshold": 0.25}
+ENGINES = ("numba", "numpy")
+COUNTS = [FEATURE_NAMES.index(name) for name in ("zc", "ssc", "wamp")]
 
 
 def burg(x: np.ndarray, order: int) -> np.ndarray:
@@ -81,11 +87,12 @@ def test_counts_match_reference_exactly(sfreq: float, window: int, stride: int) 
     x = quantised(rng, 1000, 3)
     on_grid = {"zc_threshold": 0.25, "ssc_threshold": 1 / 32, "wamp_threshold": 0.375}  # ties
     for thr in (THRESHOLDS, on_grid):
-        got = window_features(x, sfreq, window, stride, **thr)
         want = reference_all(x, sfreq, window, stride, **thr)
-        for name in ("zc", "ssc", "wamp"):
-            i = FEATURE_NAMES.index(name)
-            np.testing.assert_array_equal(got[..., i], want[..., i], err_msg=name)
+        for engine in ENGINES:
+            got = window_features(x, sfreq, window, stride, **thr, engine=engine)
+            for name in ("zc", "ssc", "wamp"):
+                i = FEATURE_NAMES.index(name)
+                np.testing.assert_array_equal(got[..., i], want[..., i], err_msg=f"{engine} {name}")
 
 
 @pytest.mark.parametrize(("sfreq", "window", "stride"), CONFIGS)
@@ -98,23 +105,25 @@ def test_continuous_features_match_reference(sfreq: float, window: int, stride: 
         x = x.astype(np.float32)
     else:
         x = quantised(rng, 1000, 3)
-    got = window_features(x, sfreq, window, stride, **THRESHOLDS)
     want = reference_all(x, sfreq, window, stride, **THRESHOLDS)
-    assert got.shape == want.shape == (1 + (1000 - window) // stride, 3, len(FEATURE_NAMES))
-    assert got.dtype == np.float32
-    for name in ("rms", "wl", "mav", "ar1", "mnf", "mdf", "psr"):
-        i = FEATURE_NAMES.index(name)
-        np.testing.assert_allclose(got[..., i], want[..., i], rtol=2e-4, atol=1e-4, err_msg=name)
+    for engine in ENGINES:
+        got = window_features(x, sfreq, window, stride, **THRESHOLDS, engine=engine)
+        assert got.shape == want.shape == (1 + (1000 - window) // stride, 3, len(FEATURE_NAMES))
+        assert got.dtype == np.float32
+        for name in ("rms", "wl", "mav", "ar1", "mnf", "mdf", "psr"):
+            i = FEATURE_NAMES.index(name)
+            np.testing.assert_allclose(got[..., i], want[..., i], rtol=2e-4, atol=1e-4, err_msg=f"{engine} {name}")
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("n_chans", [1, 4])
 @pytest.mark.parametrize(("window", "stride"), [(50, 20), (100, 50), (63, 31)])
-def test_chunking_is_bit_identical(n_chans: int, window: int, stride: int) -> None:
+def test_chunking_is_bit_identical(n_chans: int, window: int, stride: int, engine: str) -> None:
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2003, n_chans)).astype(np.float32)
-    full = window_features(x, 1000.0, window, stride, **THRESHOLDS, chunk_frames=10_000)
+    full = window_features(x, 1000.0, window, stride, **THRESHOLDS, chunk_frames=10_000, engine=engine)
     for chunk in (1, 2, 3, 7, 33, 64):
-        got = window_features(x, 1000.0, window, stride, **THRESHOLDS, chunk_frames=chunk)
+        got = window_features(x, 1000.0, window, stride, **THRESHOLDS, chunk_frames=chunk, engine=engine)
         np.testing.assert_array_equal(got, full, err_msg=f"{chunk=}")
 
 
@@ -129,10 +138,64 @@ def test_frame_count_and_short_input() -> None:
     np.testing.assert_array_equal(got[..., FEATURE_NAMES.index("mnf")], 0.0)
 
 
-def test_float64_input_matches_float32() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_float64_input_matches_float32(engine: str) -> None:
     x = np.random.default_rng(4).standard_normal((500, 2)).astype(np.float32)
-    np.testing.assert_array_equal(window_features(x.astype(np.float64), 1e3, 50, 25, **THRESHOLDS),
-                                  window_features(x, 1e3, 50, 25, **THRESHOLDS))
+    np.testing.assert_array_equal(window_features(x.astype(np.float64), 1e3, 50, 25, **THRESHOLDS, engine=engine),
+                                  window_features(x, 1e3, 50, 25, **THRESHOLDS, engine=engine))
+
+
+def edge_case_signal(sfreq: float, n: int) -> np.ndarray:
+    """Channels: coloured noise with an offset, quantised noise (ties, zeros, flat runs), silence
+    with one burst, a tone on a bin for 50 ms windows and a tone between bins."""
+    rng = np.random.default_rng(7)
+    t = np.arange(n) / sfreq
+    noise = signal.lfilter([1.0], [1.0, -0.6], rng.standard_normal(n)) + 0.3
+    silence = np.zeros(n)
+    silence[n // 2:n // 2 + 40] = rng.standard_normal(40)
+    tones = [np.sin(2 * np.pi * f * t) for f in (200.0, 130.0)]
+    return np.stack([noise, quantised(rng, n, 1)[:, 0], silence, *tones], axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("sfreq", "window", "stride"), CONFIGS)
+def test_kernels_match_numpy_path(sfreq: float, window: int, stride: int, dtype: type) -> None:
+    """The engines differ only in float summation order: counts equal, the rest to ~1e-5 of each
+    feature's scale (largest magnitude), on windows with ties, silence and pure tones."""
+    x = edge_case_signal(sfreq, 1500).astype(dtype)
+    on_grid = {"zc_threshold": 0.25, "ssc_threshold": 1 / 32, "wamp_threshold": 0.375}
+    for thr in (THRESHOLDS, on_grid):
+        got = window_features(x, sfreq, window, stride, **thr, engine="numba")
+        want = window_features(x, sfreq, window, stride, **thr, engine="numpy")
+        np.testing.assert_array_equal(got[..., COUNTS], want[..., COUNTS])
+        scale = np.abs(want).max(axis=(0, 1))
+        bad = np.abs(got - want) > 1e-5 * scale
+        assert not bad.any(), [FEATURE_NAMES[i] for i in np.unique(np.nonzero(bad)[2])]
+        assert not x[:window, 2].any() and not got[0, 2].any()  # a silent window: all ten are 0
+
+
+def test_kernels_are_cached_only_for_the_package() -> None:
+    """numba keys its on-disk cache by file: a copy of features.py loaded by path under another
+    name (as the LibEMG benchmark does) must not write entries the package then fails to load."""
+    from numba.core.caching import NullCache
+
+    spec = importlib.util.spec_from_file_location("features_by_path", features.__file__)
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    assert all(isinstance(k._cache, NullCache) for k in copy._kernels())
+    assert not any(isinstance(k._cache, NullCache) for k in features._kernels())
+
+
+def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.random.default_rng(8).standard_normal((300, 2)).astype(np.float32)
+    numpy_path = window_features(x, 1e3, 50, 25, **THRESHOLDS, engine="numpy")
+    assert not np.array_equal(window_features(x, 1e3, 50, 25, **THRESHOLDS), numpy_path)  # auto: the kernels
+    with pytest.raises(ValueError, match="engine"):
+        window_features(x, 1e3, 50, 25, **THRESHOLDS, engine="cuda")
+    monkeypatch.setattr(features, "_kernels", lambda: None)  # as without numba
+    np.testing.assert_array_equal(window_features(x, 1e3, 50, 25, **THRESHOLDS), numpy_path)
+    with pytest.raises(ModuleNotFoundError, match="pip install"):
+        window_features(x, 1e3, 50, 25, **THRESHOLDS, engine="numba")
 
 
 def test_known_signals() -> None:
