@@ -66,8 +66,10 @@ def _print_summary(results: dict[str, Any]) -> None:
         console.print(f"[bold]{name}[/bold]: {json.dumps(summary, default=str)}")
 
 
-def _print_rows(rows: list[dict[str, str]], fmt: str, title: str, long_cols: tuple[str, ...] = ()) -> None:
-    """Rows as csv, json or a terminal table; a narrow terminal drops ``long_cols`` (never the id)."""
+def _print_rows(rows: list[dict[str, str]], fmt: str, title: str, long_cols: tuple[str, ...] = (),
+                wrap_cols: tuple[str, ...] = ()) -> None:
+    """Rows as csv, json or a terminal table; a narrow terminal drops ``long_cols`` (never the id) and
+    wraps ``wrap_cols``."""
     if fmt == "json":
         print(json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -83,7 +85,8 @@ def _print_rows(rows: list[dict[str, str]], fmt: str, title: str, long_cols: tup
         table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
         short = {"channels": "ch", "sfreq": "Hz", "subjects": "subj", "gestures": "gest", "real files": "real"}
         for col in cols:
-            table.add_column(col if wide else short.get(col, col), no_wrap=col not in long_cols, overflow="fold")
+            table.add_column(col if wide else short.get(col, col), no_wrap=col not in (*long_cols, *wrap_cols),
+                             overflow="fold")
         for row in rows:
             table.add_row(*(row[c] for c in cols))
         console.print(table)
@@ -150,7 +153,7 @@ def history(
     fmt = _output_format(fmt)
     target = store or stage_paths(load_params(params))["harmonized"]
     rows = _run(store_history, store=target)
-    _print_rows(rows, fmt, f"aemg history {target}", long_cols=("message",))
+    _print_rows(rows, fmt, f"aemg history {target}", long_cols=("tags",), wrap_cols=("message",))
 
 
 @app.command()
