@@ -11,15 +11,17 @@ with one gesture, as a Myo single-gesture file does: it has no rest of its own.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from aemg.schemas import RecordingTable, harmonized_schema
-from aemg.store import publish_group, text_array
+from aemg.store import StoreLike, publish_group, text_array
 from aemg.tokenize.synthetic import synthetic_recording
+
+S = TypeVar("S", bound=StoreLike)
 
 
 def synthetic_group(
@@ -84,10 +86,11 @@ def synthetic_group(
     return ds
 
 
-def write_synthetic_store(store: Path, chunk_samples: int = 262_144, **kwargs: object) -> Path:
-    """Publish :func:`synthetic_group` as ``store/<dataset>``; returns the store path."""
+def write_synthetic_store(store: S, chunk_samples: int = 262_144, **kwargs: object) -> S:
+    """Publish :func:`synthetic_group` as ``store/<dataset>``; returns ``store`` as given (a folder,
+    or an ``s3://`` URL, which a Path would fold)."""
     ds = synthetic_group(**kwargs)  # type: ignore[arg-type]
     n = min(chunk_samples, ds.sizes["sample"])
     encoding = {"emg": {"chunks": (n, ds.sizes["channel"])}, "gesture": {"chunks": (n,)}}
-    publish_group(Path(store), ds.attrs["dataset"], ds, encoding=encoding)
-    return Path(store)
+    publish_group(store, ds.attrs["dataset"], ds, encoding=encoding)
+    return store
