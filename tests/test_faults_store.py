@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from test_faults_common import GOOD_FILES, HOSTILE, HP, hostile
 
 from aemg.errors import AemgError
+from aemg.harmonize.dataset import write_dataset
 from aemg.store import StoreRef, list_groups, open_group, open_repository, open_tree, publish_group
 
 from conftest import S3
@@ -246,6 +248,27 @@ def test_two_writers_of_the_same_group_leave_the_later_ones_version(location: st
     later = later_writer(url, published)
     assert_group(url, "target", FACTORS[later])  # whole: data agrees with its attributes
     assert_group(url, "other", 7.0)
+
+
+@pytest.mark.parametrize("url", LOCATIONS, indirect=True)
+def test_harmonize_over_a_commit_made_meanwhile_says_rebased_over(url: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run commits while harmonize writes (injected after its write): the summary says so."""
+    import aemg.harmonize.stage as stage
+
+    spec, root = hostile(tmp_path / "raw", GOOD_FILES)
+    meanwhile = []
+
+    def write_then_someone_commits(*args, **kwargs) -> None:
+        write_dataset(*args, **kwargs)
+        meanwhile.append(publish_group(url, "a", version(2.0)).snapshot)
+
+    monkeypatch.setattr(stage, "write_dataset", write_then_someone_commits)
+    summary = stage.harmonize_one(spec, root, url, HP)
+    assert summary["rebased_over"] == meanwhile[0] and summary["snapshot"] == main_tip(url)
+    assert list_groups(url) == ["a", HOSTILE, "other", "target"]
+    assert_group(url, "a", 2.0)
+    assert open_group(url, HOSTILE).sizes["recording"] == 2
 
 
 @pytest.mark.parametrize("url", LOCATIONS, indirect=True)
