@@ -1,11 +1,14 @@
-"""Shared fixtures: a loopback mirror of ../shared/data, Prefect's test harness, slice params."""
+"""Shared fixtures: a loopback mirror of ../shared/data, a loopback S3 service, Prefect's test harness, slice params."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -55,6 +58,42 @@ def mirror(shared_data: Path) -> Iterator[str]:
     server, url = serve_directory(shared_data)
     yield url
     server.shutdown()
+
+
+@dataclass(frozen=True)
+class S3:
+    """A loopback S3 service (moto, the real S3 API over HTTP) and one bucket on it."""
+
+    endpoint: str
+    bucket: str
+
+    def url(self, name: str) -> str:
+        """A fresh ``s3://`` store URL (a unique prefix), so tests sharing the bucket never meet."""
+        return f"s3://{self.bucket}/{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3]:
+    """moto's S3 on 127.0.0.1 with a bucket, and the AWS_* variables every store (and every child
+    process or Dask worker started meanwhile) reads; one server per test module (~1 s to start)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    service = S3(f"http://{host}:{port}", "aemg-test")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in {"AWS_ENDPOINT_URL": service.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+                            "AWS_ALLOW_HTTP": "true", "NO_PROXY": host}.items():
+            mp.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+            mp.delenv(name, raising=False)
+        boto3.client("s3", endpoint_url=service.endpoint).create_bucket(Bucket=service.bucket)
+        yield service
+    server.stop()
 
 
 @pytest.fixture(scope="session")
