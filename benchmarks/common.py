@@ -7,8 +7,12 @@ summary) last, so that CI logs and notes can quote one line.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +59,35 @@ def finish(report: dict[str, Any], summary: dict[str, Any], out: str | Path) -> 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2, default=str))
     print(json.dumps(summary))
+
+
+@contextmanager
+def s3_on_loopback(bucket: str) -> Iterator[str]:
+    """moto's S3 server (the real S3 API over HTTP) on 127.0.0.1 with one bucket, and the AWS_*
+    variables every store, child process and Dask worker started meanwhile reads (restored after);
+    yields the endpoint URL. Used by the store benchmark and the tests' ``s3`` fixture."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "NO_PROXY": host}
+    dropped = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")
+    saved = {k: os.environ.get(k) for k in (*env, *dropped)}
+    os.environ.update(env)
+    for name in dropped:
+        os.environ.pop(name, None)
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()

@@ -34,46 +34,16 @@ if __name__ == "__main__" and not __package__:
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import best_of, current_rss_mb, finish, peak_rss_mb, reset_peak_rss
+from benchmarks.common import best_of, current_rss_mb, finish, peak_rss_mb, reset_peak_rss, s3_on_loopback
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RAW = Path(os.environ.get("AEMG_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-@contextmanager
-def s3_on_loopback(bucket: str = "aemg") -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1 with one bucket; yields ``s3://<bucket>`` with the AWS_*
-    variables pointing at it (restored afterwards)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
-           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
-        yield f"s3://{bucket}"
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 def bench_harmonize(args: argparse.Namespace, tmp: Path, s3: str) -> dict[str, Any]:
@@ -195,8 +165,8 @@ def main() -> None:
     if args.recordings < 4:
         parser.error("--recordings must be at least 4: the synthetic store has four subjects")
     report: dict[str, Any] = {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
-    with tempfile.TemporaryDirectory(prefix="aemg-bench-stores-") as scratch, s3_on_loopback() as s3:
-        tmp = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="aemg-bench-stores-") as scratch, s3_on_loopback("aemg"):
+        tmp, s3 = Path(scratch), "s3://aemg"
         report["harmonize"] = bench_harmonize(args, tmp, s3)
         print("harmonize", report["harmonize"], flush=True)
         report["tokenize"] = bench_tokenize(args, tmp, s3)

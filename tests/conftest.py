@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
 import uuid
@@ -76,24 +75,10 @@ class S3:
 def s3() -> Iterator[S3]:
     """moto's S3 on 127.0.0.1 with a bucket, and the AWS_* variables every store (and every child
     process or Dask worker started meanwhile) reads; one server per test module (~1 s to start)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
+    from benchmarks.common import s3_on_loopback
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    service = S3(f"http://{host}:{port}", "aemg-test")
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {"AWS_ENDPOINT_URL": service.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-                            "AWS_ALLOW_HTTP": "true", "NO_PROXY": host}.items():
-            mp.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
-            mp.delenv(name, raising=False)
-        boto3.client("s3", endpoint_url=service.endpoint).create_bucket(Bucket=service.bucket)
-        yield service
-    server.stop()
+    with s3_on_loopback("aemg-test") as endpoint:
+        yield S3(endpoint, "aemg-test")
 
 
 @pytest.fixture(scope="session")
