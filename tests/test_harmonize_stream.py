@@ -116,16 +116,17 @@ from aemg.harmonize.stage import harmonize_one
 
 store, folder, marker = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 spec, root = synthetic_dataset(folder, 8)
-original, calls = dataset.SampleWriter._flush, [0]
+original, calls = dataset.write_recordings, [0]
 
-def flush(self, n):
-    original(self, n)
+def write_recordings(recordings, writer):
+    out = original(recordings, writer)
     calls[0] += 1
-    if calls[0] == 3 and not marker.exists():  # three chunks of the group written, more to come
+    if calls[0] == 3 and not marker.exists():  # three files of the group written, more to come
         marker.write_text("streaming")
         time.sleep(300)
+    return out
 
-dataset.SampleWriter._flush = flush
+dataset.write_recordings = write_recordings
 print(harmonize_one(spec, root, store, stream_hp()))
 '''
 

@@ -118,3 +118,23 @@ def test_chunks_shared_by_tasks_keep_every_task_rows(tmp_path, store, reference)
     rows_per_chunk = events["token"].encoding["chunks"][0]
     assert rows_per_chunk * 6 < events.sizes["event"] / 6  # six tasks, each spanning several chunks and sharing two
     assert_same_tokens(out, reference, params_differ=True)
+
+
+def test_harmonize_workers_write_their_own_chunks_the_in_process_group(tmp_path, cluster):
+    """Files of 8000 samples, chunks of 2000: each harmonize task owns whole chunks and writes them
+    from its worker; the group equals the one written in this process with chunks longer than the
+    dataset (no task owns a chunk: the driver writes every row)."""
+    from test_harmonize_stream import SYNTH, stream_hp, synthetic_dataset
+
+    from aemg.harmonize.stage import harmonize_one
+    from aemg.store import open_group
+
+    spec, root = synthetic_dataset(tmp_path / "raw", 6)
+    hp = stream_hp(chunk_samples=2000, files_in_flight=3)
+    harmonize_one(spec, root, tmp_path / "local.zarr", {**hp, "chunk_samples": 262144})
+    with dask_map(cluster.scheduler_address) as map_fn:
+        harmonize_one(spec, root, tmp_path / "dask.zarr", hp, map_fn=map_fn)
+    a, b = open_group(tmp_path / "local.zarr", SYNTH).load(), open_group(tmp_path / "dask.zarr", SYNTH).load()
+    assert a.sizes["sample"] == 6 * 8000
+    for name in a.variables:
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)

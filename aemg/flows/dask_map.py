@@ -10,6 +10,23 @@ from typing import Any
 MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], list[Any]]
 
 
+class DaskMap:
+    """``map_fn(fn, items)`` on a Dask client, plus :mod:`aemg.parallel`'s ``keep`` and ``then``:
+    kept results are futures, and ``then`` runs where each one lives (no trip through the driver)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __call__(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        return self.client.gather(self.client.map(fn, list(items), pure=False))
+
+    def keep(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        return self.client.map(fn, list(items), pure=False)
+
+    def then(self, fn: Callable[[Any, Any], Any], kept: list[Any], items: list[Any]) -> list[Any]:
+        return self.client.gather(self.client.map(fn, kept, list(items), pure=False))
+
+
 @contextmanager
 def dask_map(address: str | None = None, n_workers: int | None = None) -> Iterator[MapFn]:
     """Yield ``map_fn(fn, items) -> list``; ``address='sync'`` runs in-process without Dask."""
@@ -33,7 +50,7 @@ def dask_map(address: str | None = None, n_workers: int | None = None) -> Iterat
         )
     client = Client(cluster if cluster is not None else address)
     try:
-        yield lambda fn, items: client.gather(client.map(fn, list(items), pure=False))
+        yield DaskMap(client)
     finally:
         client.close()
         if cluster is not None:

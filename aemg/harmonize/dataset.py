@@ -1,17 +1,19 @@
-"""Write a dataset's harmonized recordings, streamed, into the contiguous-ragged Zarr layout.
+"""Write a dataset's harmonized recordings into the contiguous-ragged Zarr layout.
 
-Recordings are appended end to end along ``sample`` as they are harmonized; only their table rows
-stay in memory, so peak memory does not grow with the dataset.
+Recordings lie end to end along ``sample``, in file order; the tasks that harmonize them write
+them (see :func:`write_dataset`) and only their table rows reach the driver, so peak memory does
+not grow with the dataset.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -23,9 +25,10 @@ from aemg.errors import DatasetError
 from aemg.harmonize.channels import ChannelView, channel_view
 from aemg.harmonize.recording import HarmonizedRecording, harmonize_file
 from aemg.harmonize.signal import QUALITY_FLAGS
+from aemg.parallel import keep, then
 from aemg.params import params_hash
 from aemg.schemas import ChannelTable, RecordingTable, harmonized_schema
-from aemg.store import STRING_COLUMNS, GroupWrite, recording_table_from, text_array
+from aemg.store import STRING_COLUMNS, ForkWriter, GroupWrite, recording_table_from, text_array
 from aemg.vocabulary import GESTURES
 
 MapFn = Callable[..., Iterable[Any]]
@@ -114,63 +117,65 @@ def group_attrs(spec: DatasetSpec, view: ChannelView, hp: dict[str, Any]) -> dic
     return attrs
 
 
-class SampleWriter:
-    """Appends recordings to a new group's ``emg(sample, channel)`` and ``gesture(sample)``.
+def recording_rows(recordings: list[HarmonizedRecording], _: object = None) -> list[dict[str, Any]]:
+    """What the driver keeps of a file's recordings: their table rows and quality flags, not their samples."""
+    return [{"n_times": len(r.emg), "subject": r.subject, "session": r.session, "repetition": r.repetition,
+             "source_file": r.relpath, "quality": r.quality} for r in recordings]
 
-    Rows are held back until they fill whole Zarr chunks, so every chunk is written once (no
-    read-modify-write of a partial chunk) and memory holds at most one chunk plus one recording,
-    whatever the dataset's size. The first write creates the group with the channel coordinates.
+
+def write_recordings(recordings: list[HarmonizedRecording], writer: ForkWriter) -> ForkWriter:
+    """A file's recordings, end to end, into its rows ``writer.span`` (run where they were harmonized)."""
+    start = writer.span[0]
+    for rec in recordings:
+        writer.write("emg", start, rec.emg)
+        writer.write("gesture", start, rec.gesture)
+        start += len(rec.emg)
+    return writer
+
+
+class SampleArrays:
+    """The group's ``emg(sample, channel)`` and ``gesture(sample)``, created empty and grown round by round.
+
+    Only metadata passes here: workers write the samples (:func:`write_recordings`). The first
+    growth creates the arrays (and the channel coordinates); they then grow a whole chunk at a
+    time (a resize per round of small files would cost more than the files) and :meth:`close`
+    cuts them to the samples written.
     """
 
     def __init__(self, target: GroupWrite, channels: pd.DataFrame, chunk_samples: int) -> None:
-        self.target, self.chunk = target, chunk_samples
-        self.coords = {
-            "channel": text_array(channels["channel"]),
-            "angle_deg": ("channel", channels["angle_deg"].to_numpy(float)),
-            "distance": ("channel", channels["distance"].to_numpy(float)),
-            "muscle": ("channel", text_array(channels["muscle"])),
-        }
-        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
-        self.n_pending = 0
-        self.n_written = 0
+        self.target, self.chunk, self.channels = target, chunk_samples, channels
+        self.n = self.capacity = 0
 
-    def append(self, emg: np.ndarray, gesture: np.ndarray) -> None:
-        self.pending.append((emg, gesture))
-        self.n_pending += len(emg)
-        if self.n_pending >= self.chunk:
-            self._flush(self.n_pending // self.chunk * self.chunk)
+    def grow(self, n_new: int) -> None:
+        if n_new == 0:
+            return
+        self.n += n_new
+        if self.n <= self.capacity:
+            return
+        size = -(-self.n // self.chunk) * self.chunk
+        if self.capacity == 0:
+            n_chans = len(self.channels)
+            empty = xr.Dataset(
+                {"emg": (("sample", "channel"), da.zeros((size, n_chans), dtype=np.float32, chunks=(self.chunk, n_chans))),
+                 "gesture": (("sample",), da.zeros(size, dtype=np.int16, chunks=self.chunk))},
+                coords={"channel": text_array(self.channels["channel"]),
+                        "angle_deg": ("channel", self.channels["angle_deg"].to_numpy(float)),
+                        "distance": ("channel", self.channels["distance"].to_numpy(float)),
+                        "muscle": ("channel", text_array(self.channels["muscle"]))})
+            empty["gesture"].attrs["description"] = "shared vocabulary code (aemg.vocabulary), -1 = unlabelled"
+            self.target.to_zarr(empty, compute=False, encoding={"emg": {"chunks": (self.chunk, n_chans)},
+                                                                 "gesture": {"chunks": (self.chunk,)}})
+        else:
+            self._resize(size)
+        self.capacity = size
+
+    def _resize(self, size: int) -> None:
+        for name in ("emg", "gesture"):
+            self.target.resize(name, size)
 
     def close(self) -> None:
-        """Write the rows held back (the last, partial chunk)."""
-        if self.n_pending:
-            self._flush(self.n_pending)
-
-    def _flush(self, n: int) -> None:
-        emg = np.concatenate([e for e, _ in self.pending])
-        gesture = np.concatenate([g for _, g in self.pending])
-        piece = xr.Dataset({"emg": (("sample", "channel"), emg[:n]), "gesture": (("sample",), gesture[:n])})
-        if self.n_written == 0:
-            piece["gesture"].attrs["description"] = "shared vocabulary code (aemg.vocabulary), -1 = unlabelled"
-            encoding = {"emg": {"chunks": (self.chunk, emg.shape[1])}, "gesture": {"chunks": (self.chunk,)}}
-            self.target.to_zarr(piece.assign_coords(self.coords), encoding=encoding)
-        else:
-            self.target.to_zarr(piece, mode="a", append_dim="sample")
-        self.n_written += n
-        self.pending = [(emg[n:].copy(), gesture[n:].copy())] if n < len(emg) else []
-        self.n_pending = len(emg) - n
-
-
-def harmonized_recordings(
-    spec: DatasetSpec, raw_root: Path, files: list[str], hp: dict[str, Any], map_fn: MapFn = map
-) -> Iterator[HarmonizedRecording]:
-    """Recordings in file order, harmonized ``files_in_flight`` files at a time (in parallel with ``map_fn``).
-
-    Bounding the files in flight bounds memory: a batch's results are written before the next starts.
-    """
-    step = max(1, int(hp["files_in_flight"]))
-    for i in range(0, len(files), step):
-        for recordings in map_fn(lambda f: harmonize_file(spec, raw_root, f, hp), files[i:i + step]):
-            yield from recordings
+        if self.n < self.capacity:
+            self._resize(self.n)
 
 
 def write_dataset(
@@ -181,29 +186,42 @@ def write_dataset(
     subjects: list[str] | None = None,
     map_fn: MapFn = map,
 ) -> None:
-    """Harmonize every selected file into the group ``target`` writes, streaming recording by recording.
+    """Harmonize every selected file into the group ``target`` writes, ``files_in_flight`` files a round.
 
-    ``map_fn`` may run files in parallel (e.g. on Dask). Only each recording's table row is kept
-    until the end, when the recording table, quality flags and attributes are written.
+    Each round, ``map_fn``'s tasks harmonize one file each and keep the result where they ran
+    (:mod:`aemg.parallel`); the driver gathers only their lengths and table rows, grows the
+    arrays, and each task then writes its own rows into the transaction. So the samples never
+    pass through the driver, except the rows of a chunk two files share (see
+    :class:`aemg.store.ForkWriter`), and memory holds at most a round of files, whatever the
+    dataset's size. Recordings lie end to end in file order.
     """
     files = select_files(spec, subjects)
     if not files:
         raise DatasetError(spec.id, "no data files match the spec's pattern")
     hashes = dict(zip(files, verified_hashes(spec, raw_root, files), strict=True))
     view = channel_view(spec, hp["virtual_channels"])
-    writer = SampleWriter(target, channel_table(view), int(hp["chunk_samples"]))
-    rows, quality = [], []
-    for rec in harmonized_recordings(spec, raw_root, files, hp, map_fn):
-        writer.append(rec.emg, rec.gesture)
-        quality.append(rec.quality)
-        rows.append({"n_times": len(rec.emg), "subject": rec.subject, "session": rec.session,
-                     "repetition": rec.repetition, "source_file": rec.relpath})
-    writer.close()
+    chunk = int(hp["chunk_samples"])
+    arrays = SampleArrays(target, channel_table(view), chunk)
+    rows: list[dict[str, Any]] = []
+    step = max(1, int(hp["files_in_flight"]))
+    for i in range(0, len(files), step):
+        batch = files[i:i + step]
+        kept = keep(map_fn, lambda f: harmonize_file(spec, raw_root, f, hp), batch)
+        per_file = then(map_fn, recording_rows, kept, [None] * len(batch))
+        sizes = np.array([sum(r["n_times"] for r in file_rows) for file_rows in per_file], dtype=np.int64)
+        first = arrays.n + np.cumsum(sizes) - sizes
+        arrays.grow(int(sizes.sum()))
+        if sizes.sum():
+            writers = target.fork([(int(a), int(a + n)) for a, n in zip(first, sizes, strict=True)], chunk, None)
+            target.merge(then(map_fn, write_recordings, kept, writers))
+        rows += [row for file_rows in per_file for row in file_rows]
+    target.finish()  # the held rows of the last chunk, before the arrays are cut to size
+    arrays.close()
     table = recording_table(rows, hashes)
     attrs = group_attrs(spec, view, hp)
     ds = xr.Dataset(
         data_vars={
-            "quality": (("recording", "channel"), np.stack(quality)),
+            "quality": (("recording", "channel"), np.stack([r["quality"] for r in rows])),
             **{
                 col: (("recording",), text_array(table[col]) if col in STRING_COLUMNS else table[col].to_numpy())
                 for col in table.columns

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import icechunk
@@ -62,22 +63,28 @@ def open_repository(store: StoreLike, *, create: bool = False) -> icechunk.Repos
     except icechunk.IcechunkError as exc:
         raise AemgError(f"store {ref.url}: cannot reach it ({_first_line(exc)}); check the URL and the AWS_* "
                         "environment variables (AWS_ENDPOINT_URL, credentials, AWS_ALLOW_HTTP for http)") from exc
-    if not exists and folder is not None and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        hint = " (a plain Zarr store from an older aemg)" if (folder / "zarr.json").exists() else ""
-        raise AemgError(f"{folder} exists but is not an aemg store{hint}; move it away or choose another store path")
     if exists:
         return icechunk.Repository.open(storage)
     if not create:
+        _refuse_foreign(folder)
         raise AemgError(f"no store at {ref.url}; run `aemg harmonize` (or `aemg tokenize`) to create it")
     with _publish_lock(ref):  # two runs creating one new local store: the second must open the first's
         if icechunk.Repository.exists(storage):
             return icechunk.Repository.open(storage)
+        _refuse_foreign(folder)
         try:
             return icechunk.Repository.create(storage)
         except icechunk.IcechunkError:  # on S3 another run created it first: creation is conditional
             if not icechunk.Repository.exists(storage):
                 raise
             return icechunk.Repository.open(storage)
+
+
+def _refuse_foreign(folder: Path | None) -> None:
+    """A local path holding something other than a store is never written into (nor read as one)."""
+    if folder is not None and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        hint = " (a plain Zarr store from an older aemg)" if (folder / "zarr.json").exists() else ""
+        raise AemgError(f"{folder} exists but is not an aemg store{hint}; move it away or choose another store path")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -208,27 +215,33 @@ class ForkWriter:
     """A picklable handle through which one Dask task writes its rows of a group's arrays.
 
     The task owns rows ``span`` along the first axis of the arrays it writes (all chunked by
-    ``chunk`` rows, ``total`` rows long). Chunks wholly inside its span it writes itself; rows in
-    a chunk it shares with a neighbouring task are kept in ``edges`` (fewer than two chunks) and
-    written by the driver after the merge: two forks writing one chunk would each store their
-    own copy of it and the merge would keep only one.
+    ``chunk`` rows). Chunks wholly inside its span it writes itself, through its fork of the
+    transaction (``session``); rows of a chunk it shares with another task (or, while the arrays
+    still grow, the last partial chunk: ``total`` is None) go back in ``edges`` and the driver
+    writes them, a whole chunk at a time: two forks writing one chunk would each store their own
+    copy of it and the merge would keep only one. A task that owns no chunk gets no fork at all.
     """
 
-    session: icechunk.ForkSession
+    session: icechunk.ForkSession | None
     group: str
     span: tuple[int, int]
     chunk: int
-    total: int
+    total: int | None
     edges: list[tuple[str, int, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def owned(self) -> tuple[int, int]:
+        """The rows of the chunks this task writes itself (empty when ``lo >= hi``)."""
+        lo, hi = self.span
+        return -(-lo // self.chunk) * self.chunk, hi if hi == self.total else hi // self.chunk * self.chunk
 
     def write(self, path: str, start: int, values: np.ndarray) -> None:
         """``values`` as rows ``start:start + len(values)`` of array ``<group>/<path>``."""
-        lo, hi = self.span
-        own_lo = -(-lo // self.chunk) * self.chunk
-        own_hi = hi if hi == self.total else hi // self.chunk * self.chunk
+        own_lo, own_hi = self.owned
         stop = start + len(values)
         a, b = max(start, own_lo), min(stop, own_hi)
         if a < b:
+            assert self.session is not None
             array = zarr.open_array(self.session.store, path=f"{self.group}/{path}", mode="r+")
             array[a:b] = values[a - start:b - start]
         else:
@@ -236,6 +249,35 @@ class ForkWriter:
         for s, e in ((start, a), (b, stop)):
             if s < e:
                 self.edges.append((path, s, np.array(values[s - start:e - start])))
+
+
+class EdgeRows:
+    """Rows the driver writes (see :class:`ForkWriter`), held until they fill a chunk, so every
+    chunk is written once and never read back and rewritten piece by piece."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, int], list[tuple[int, np.ndarray]]] = {}
+
+    def add(self, path: str, start: int, values: np.ndarray, chunk: int) -> list[tuple[str, int, np.ndarray]]:
+        """Take rows; return the chunks they complete as (path, first row, rows)."""
+        done = []
+        while len(values):
+            index = start // chunk
+            n = min(len(values), (index + 1) * chunk - start)
+            pieces = self.pending.setdefault((path, index), [])
+            pieces.append((start, values[:n]))
+            if sum(len(v) for _, v in pieces) == chunk:
+                done.append(self._join(path, index))
+            start, values = start + n, values[n:]
+        return done
+
+    def _join(self, path: str, index: int) -> tuple[str, int, np.ndarray]:
+        pieces = sorted(self.pending.pop((path, index)), key=lambda p: p[0])
+        return path, pieces[0][0], np.concatenate([v for _, v in pieces])
+
+    def rest(self) -> list[tuple[str, int, np.ndarray]]:
+        """The partial chunks still held (the arrays' last ones), at the end of the write."""
+        return [self._join(path, index) for path, index in sorted(self.pending)]
 
 
 class GroupWrite:
@@ -247,6 +289,7 @@ class GroupWrite:
         self.branch = f"{WRITE_BRANCH}{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         repo.create_branch(self.branch, self.base)
         self.session = repo.writable_session(self.branch)
+        self.edges = EdgeRows()
         self.published: Published | None = None
 
     @property
@@ -272,27 +315,48 @@ class GroupWrite:
         data.to_zarr(self.store, group=target, mode=mode, zarr_format=3, consolidated=False, encoding=encoding,
                      **kwargs)
 
-    def fork(self, spans: list[tuple[int, int]], chunk: int) -> list[ForkWriter]:
-        """One writer per worker task, task i owning rows ``spans[i]``, after committing what the
-        driver wrote so far (the arrays they fill) on the private branch."""
-        self.session.commit(f"prepare {self.group}", metadata={"aemg_step": "prepare", "dataset": self.group})
-        self.session = self.repo.writable_session(self.branch)
-        total = max((hi for _, hi in spans), default=0)
-        return [ForkWriter(self.session.fork(), self.group, span, chunk, total) for span in spans]
+    def resize(self, path: str, n_rows: int) -> None:
+        """Array ``<group>/<path>`` to ``n_rows`` along its first axis (metadata only when it grows)."""
+        array = zarr.open_array(self.store, path=f"{self.group}/{path}", mode="r+")
+        array.resize((n_rows, *array.shape[1:]))
+
+    def fork(self, spans: list[tuple[int, int]], chunk: int, total: int | None) -> list[ForkWriter]:
+        """One writer per worker task, task i owning rows ``spans[i]`` of arrays chunked by ``chunk``
+        rows and ``total`` rows long (None while they grow). Tasks that own a whole chunk get a fork
+        of the transaction, after a commit (on the private branch) of what the driver wrote so far:
+        the arrays they fill."""
+        writers = [ForkWriter(None, self.group, span, chunk, total) for span in spans]
+        if any(lo < hi for lo, hi in (w.owned for w in writers)):
+            self.session.commit(f"prepare {self.group}", metadata={"aemg_step": "prepare", "dataset": self.group})
+            self.session = self.repo.writable_session(self.branch)
+            for w in writers:
+                w.session = self.session.fork() if w.owned[0] < w.owned[1] else None
+        return writers
 
     def merge(self, writers: list[ForkWriter]) -> None:
-        """The workers' chunks into this write, then the rows they shared (written here, in order)."""
-        if writers:
-            self.session.merge(*[w.session for w in writers])
+        """The workers' chunks into this write; the rows they shared are written a whole chunk at a time."""
+        forks = [w.session for w in writers if w.session is not None]
+        if forks:
+            self.session.merge(*forks)
         for writer in writers:
             for path, start, values in writer.edges:
-                zarr.open_array(self.store, path=f"{self.group}/{path}", mode="r+")[start:start + len(values)] = values
+                for piece in self.edges.add(path, start, values, writer.chunk):
+                    self._write(*piece)
+
+    def _write(self, path: str, start: int, values: np.ndarray) -> None:
+        zarr.open_array(self.store, path=f"{self.group}/{path}", mode="r+")[start:start + len(values)] = values
+
+    def finish(self) -> None:
+        """Write the partial chunks still held (called before the commit)."""
+        for piece in self.edges.rest():
+            self._write(*piece)
 
 
 def _publish_lock(ref: StoreRef):
     folder = local_path(ref)
     if folder is None:
         return nullcontext()
+    folder.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(folder.parent / f".{folder.name}.lock"), timeout=600)
 
 
@@ -368,6 +432,7 @@ def group_writer(
     metadata = {"dataset": group, **(metadata or {})}
     try:
         yield write
+        write.finish()
         head = write.session.commit(message, metadata=metadata)
         if validate is not None:
             session = repo.readonly_session(snapshot_id=head)

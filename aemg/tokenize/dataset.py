@@ -282,7 +282,7 @@ def tokenize_into(write: GroupWrite, store: StoreLike, group: str, tp: dict[str,
                   encoding={name: {"chunks": (layout.chunk, *(ds.sizes[d] if d == "channel" else p.token_len
                                                               for d in dims[1:]))}
                             for name, (dims, _) in EVENT_VARIABLES.items()})
-    writers = write.fork([layout.span(recs) for recs in parts], layout.chunk)
+    writers = write.fork([layout.span(recs) for recs in parts], layout.chunk, layout.total)
     results = map_fn(lambda job: block_write(store, group, job[0], tp, layout, job[1], plan), list(zip(parts, writers, strict=True)))
     done, recording_states_ = [], []
     for writer, part in results:
