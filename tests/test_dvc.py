@@ -63,11 +63,13 @@ def test_dvc_repro_is_incremental(tmp_path, mirror):
     second = _run(["dvc", "repro"], tmp_path, env)
     assert _stages_run(second) == set(), second
 
+    # an evaluation parameter re-runs the evaluation and what reads it, never the stores or the models
+    # (a tokenize parameter re-running tokenize and all after it is the same mechanism, at 3 more stages' cost)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["tokenize"]["threshold_std"] = 0.75
+    params["evaluate"]["probe_components"] = 64
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     third = _run(["dvc", "repro"], tmp_path, env)
-    assert _stages_run(third) == {"tokenize", "pretrain", "ablation", "evaluate", "levers", "report"}, third
+    assert _stages_run(third) == {"evaluate", "levers", "report"}, third
 
 
 TELEMETRY_ENV = ("DO_NOT_TRACK", "DVC_NO_ANALYTICS", "PREFECT_SERVER_ANALYTICS_ENABLED", "DVC_TEST", "CI")
