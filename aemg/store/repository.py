@@ -40,6 +40,8 @@ import numpy as np
 import xarray as xr
 import zarr
 from filelock import FileLock
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 
 from aemg.errors import AemgError
 from aemg.store.location import StoreLike, StoreRef, as_ref, local_path, storage_for
@@ -360,25 +362,21 @@ def _publish_lock(ref: StoreRef):
     return FileLock(str(folder.parent / f".{folder.name}.lock"), timeout=600)
 
 
-def _copy_node(src: zarr.Group, dst: zarr.Group) -> None:
-    """Arrays, attributes and subgroups of ``src`` into the empty group ``dst``, one chunk row at a time."""
-    for name, array in src.arrays():
-        out = dst.create_array(name, shape=array.shape, dtype=array.dtype, chunks=array.chunks,
-                               fill_value=array.fill_value, compressors=array.compressors, filters=array.filters,
-                               dimension_names=array.metadata.dimension_names, attributes=dict(array.attrs))
-        if array.ndim == 0:
-            out[...] = array[...]
-        for start in range(0, array.shape[0] if array.ndim else 0, array.chunks[0]):
-            out[start:start + array.chunks[0]] = array[start:start + array.chunks[0]]
-    for name, group in src.groups():
-        _copy_node(group, dst.create_group(name, attributes=dict(group.attrs)))
+async def _copy_keys(src: icechunk.IcechunkStore, dst: icechunk.IcechunkStore, group: str) -> None:
+    """Every key under ``group`` from ``src`` to ``dst``, bytes as stored (no decoding): node
+    metadata first, parents before children, then the chunks."""
+    await dst.delete_dir(group)
+    keys = [key async for key in src.list_prefix(f"{group}/")]
+    metadata = sorted((k for k in keys if k.endswith("zarr.json")), key=lambda k: k.count("/"))
+    for key in [*metadata, *(k for k in keys if not k.endswith("zarr.json"))]:
+        value = await src.get(key, prototype=default_buffer_prototype())
+        if value is not None:
+            await dst.set(key, value)
 
 
 def _copy_group(repo: icechunk.Repository, head: str, session: icechunk.Session, group: str) -> None:
     """Make ``group`` in ``session`` what it is in snapshot ``head``."""
-    src = zarr.open_group(repo.readonly_session(snapshot_id=head).store, path=group, mode="r")
-    dst = zarr.open_group(session.store, path=group, mode="w", attributes=dict(src.attrs))
-    _copy_node(src, dst)
+    sync(_copy_keys(repo.readonly_session(snapshot_id=head).store, session.store, group))
 
 
 def _publish(write: GroupWrite, head: str, message: str, metadata: dict[str, Any]) -> Published:
