@@ -169,9 +169,10 @@ def open_group(store: StoreLike, group: str, chunks: Any = "auto") -> xr.Dataset
 
 def open_events(tokens: StoreLike, dataset: str) -> xr.Dataset:
     """The ``events`` group of one dataset in a token store; fails saying which stage makes it."""
-    if not has_group(tokens, f"{dataset}/events"):
-        raise AemgError(f"{dataset}: no events in {as_ref(tokens)}; run `aemg tokenize {dataset}` first")
-    return open_group(tokens, f"{dataset}/events")
+    try:
+        return open_group(tokens, f"{dataset}/events")
+    except AemgError as exc:
+        raise AemgError(f"{dataset}: no events in {as_ref(tokens)}; run `aemg tokenize {dataset}` first") from exc
 
 
 def open_arrays(store: StoreLike, group: str) -> zarr.Group:

@@ -45,6 +45,7 @@ from aemg.tokenize.events import (
     cut_tokens,
     demeans,
     detect_read,
+    event_token_counts,
     floor_samples,
     recording_floor_summary,
     subject_floors,
@@ -179,17 +180,15 @@ def event_rows(tok: dict[str, np.ndarray], rec: int, subject: str, sfreq: float,
 def recording_batches(events: list[tuple[int, int]], n_times: int, n_chans: int, p: EventParams, max_rows: int
                       ) -> Iterator[tuple[int, int, int, list[tuple[int, int]]]]:
     """(first row, first sentence, first contraction, events) per batch of at most ~``max_rows`` tokens,
-    all relative to the recording."""
-    row = sentence = first = 0
+    all relative to the recording; a batch holds at least one event."""
+    tokens, sentences = event_token_counts(events, n_times, n_chans, p)
+    row_end, sentence_end = np.cumsum(tokens), np.cumsum(sentences)
+    first = 0
     while first < len(events):
-        last, rows = first, 0
-        while last < len(events) and (last == first or rows + token_counts(events[last:last + 1], n_times, n_chans, p)[0] <= max_rows):
-            rows += token_counts(events[last:last + 1], n_times, n_chans, p)[0]
-            last += 1
-        batch = events[first:last]
-        yield row, sentence, first, batch
-        n_rows, n_sentences = token_counts(batch, n_times, n_chans, p)
-        row, sentence, first = row + n_rows, sentence + n_sentences, last
+        row = int(row_end[first] - tokens[first])
+        last = max(first + 1, int(np.searchsorted(row_end, row + max_rows, side="right")))
+        yield row, int(sentence_end[first] - sentences[first]), first, events[first:last]
+        first = last
 
 
 def block_write(store: StoreLike, group: str, recs: list[int], tp: dict[str, Any], layout: EventLayout,

@@ -321,16 +321,23 @@ def sentence_orders(n_chans: int, p: EventParams) -> int:
     return max(1, min(p.max_order, p.max_tokens_per_sentence // n_chans))
 
 
-def token_counts(events: list[tuple[int, int]], n_times: int, n_chans: int, p: EventParams) -> tuple[int, int]:
-    """(tokens, sentences) that :func:`cut_tokens` makes of ``events``, without reading a sample.
+def event_token_counts(events: list[tuple[int, int]], n_times: int, n_chans: int, p: EventParams
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, sentences) that :func:`cut_tokens` makes of each event, without reading a sample.
 
     Lets a driver lay out a dataset's event arrays (where each recording's tokens go) from the
     detected events alone, before any worker cuts a token.
     """
     if n_times < p.token_len:
-        return 0, 0
+        return np.zeros(len(events), np.int64), np.zeros(len(events), np.int64)
     n_tok = np.maximum(1, -(-np.diff(np.asarray(events, np.int64).reshape(-1, 2), axis=1)[:, 0] // p.token_len))
-    return int(n_tok.sum()), int((-(-n_tok // sentence_orders(n_chans, p))).sum())
+    return n_tok, -(-n_tok // sentence_orders(n_chans, p))
+
+
+def token_counts(events: list[tuple[int, int]], n_times: int, n_chans: int, p: EventParams) -> tuple[int, int]:
+    """(tokens, sentences) of all ``events`` together (see :func:`event_token_counts`)."""
+    tokens, sentences = event_token_counts(events, n_times, n_chans, p)
+    return int(tokens.sum()), int(sentences.sum())
 
 
 def cut_tokens(
